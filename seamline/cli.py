@@ -1,0 +1,287 @@
+"""The ``seamline`` command line: the same calls as the JSON and Python APIs.
+
+Every command takes ``--data DIR`` (default ``$SEAMLINE_DATA`` or ``./seamline-data``)
+and ``--json`` (machine-readable output on stdout, nothing else there). Errors are
+one clear line on stderr and exit status 1, never a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from seamline import __version__
+from seamline.app import CHANNELS, DEFAULT_DATA_DIR, Workspace
+from seamline.client import RemoteWorkspace, connect, running_server
+from seamline.errors import SeamlineError
+
+F = TypeVar("F", bound=Callable[..., Any])
+err = Console(stderr=True)
+out = Console()
+
+
+class Context:
+    def __init__(self, data: Path, as_json: bool):
+        self.data = data
+        self.json = as_json
+
+    def emit(self, payload: Any, human: Callable[[], None]) -> None:
+        if self.json:
+            click.echo(json.dumps(payload, default=str))
+        else:
+            human()
+
+
+def handle_errors(fn: F) -> F:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except SeamlineError as exc:
+            err.print(f"[bold red]error:[/] {exc.message}", highlight=False, markup=True)
+            sys.exit(1)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@click.group()
+@click.version_option(__version__, prog_name="seamline")
+@click.option(
+    "--data",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="SEAMLINE_DATA",
+    default=DEFAULT_DATA_DIR,
+    show_default=True,
+    help="Workspace directory (env SEAMLINE_DATA).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
+@click.pass_context
+def main(ctx: click.Context, data: Path, as_json: bool) -> None:
+    """Seamline: Segment-compatible collection and customer-journey analytics."""
+    ctx.obj = Context(data, as_json)
+
+
+pass_ctx = click.make_pass_decorator(Context)
+
+
+def _open(ctx: Context) -> Workspace | RemoteWorkspace:
+    return connect(ctx.data)
+
+
+# -- serve ---------------------------------------------------------------------------
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8088, show_default=True, type=int)
+@pass_ctx
+@handle_errors
+def serve(ctx: Context, host: str, port: int) -> None:
+    """Serve the collection API and the JSON API."""
+    from seamline.web import serve as run
+
+    _serve(ctx, host, port, run)
+
+
+def _serve(ctx: Context, host: str, port: int, run: Callable[..., None]) -> None:
+    if running_server(ctx.data):
+        raise SeamlineError(f"A server already owns {ctx.data}; stop it first.", status=409)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    workspace = Workspace(ctx.data)
+    err.print(f"Seamline {__version__}: workspace {ctx.data.resolve()}, http://{host}:{port}")
+    run(workspace, host=host, port=port)
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8088, show_default=True, type=int)
+@click.option("--people", default=2000, show_default=True, help="Customers to simulate.")
+@click.option("--seed", default=7, show_default=True)
+@click.option("--no-serve", is_flag=True, help="Build the demo workspace and exit.")
+@pass_ctx
+@handle_errors
+def demo(ctx: Context, host: str, port: int, people: int, seed: int, no_serve: bool) -> None:
+    """Build a demo workspace with multi-channel journeys, then serve it."""
+    from seamline.demo import build_demo
+    from seamline.web import serve as run
+
+    with Workspace(ctx.data) as workspace:
+        summary = build_demo(workspace, people=people, seed=seed, console=err)
+    ctx.emit(summary, lambda: err.print(
+        f"Demo workspace ready: {summary['events']} events from {summary['people']} people "
+        f"in {len(summary['sources'])} sources."
+    ))  # fmt: skip
+    if not no_serve:
+        _serve(ctx, host, port, run)
+
+
+# -- sources and tokens ------------------------------------------------------------------
+@main.group()
+def sources() -> None:
+    """Sources: where events come from, each with a public write key."""
+
+
+@sources.command("add")
+@click.argument("name")
+@click.option("--channel", required=True, help=f"One of: {', '.join(CHANNELS)}.")
+@click.option("--unit", default=None, help="Business unit that owns this source.")
+@pass_ctx
+@handle_errors
+def sources_add(ctx: Context, name: str, channel: str, unit: str | None) -> None:
+    """Create a source and print its write key."""
+    with _open(ctx) as ws:
+        result = ws.add_source(name, channel, unit)
+    ctx.emit(result, lambda: click.echo(result["write_key"]))
+
+
+@sources.command("list")
+@pass_ctx
+@handle_errors
+def sources_list(ctx: Context) -> None:
+    """List sources with their channel, unit and write key."""
+    with _open(ctx) as ws:
+        result = ws.sources()
+
+    def human() -> None:
+        table = Table("name", "channel", "unit", "write key")
+        for s in result:
+            table.add_row(s["name"], s["channel"], s["unit"] or "", s["write_key"])
+        out.print(table)
+
+    ctx.emit(result, human)
+
+
+@main.group()
+def tokens() -> None:
+    """API tokens for reading (read scope) and managing (admin scope)."""
+
+
+@tokens.command("add")
+@click.argument("name")
+@click.option("--scope", type=click.Choice(["read", "admin"]), required=True)
+@pass_ctx
+@handle_errors
+def tokens_add(ctx: Context, name: str, scope: str) -> None:
+    """Create an API token and print it (it is shown only once)."""
+    with _open(ctx) as ws:
+        result = ws.add_token(name, scope)
+    ctx.emit(result, lambda: click.echo(result["token"]))
+
+
+@tokens.command("list")
+@pass_ctx
+@handle_errors
+def tokens_list(ctx: Context) -> None:
+    """List API tokens (never their secrets)."""
+    with _open(ctx) as ws:
+        result = ws.tokens()
+
+    def human() -> None:
+        table = Table("name", "scope", "hint", "created", "revoked")
+        for t in result:
+            table.add_row(t["name"], t["scope"], t["hint"], t["created_at"], str(t["revoked"]))
+        out.print(table)
+
+    ctx.emit(result, human)
+
+
+# -- data ------------------------------------------------------------------------------
+@main.command("import")
+@click.argument("files", nargs=-1, required=True,
+                type=click.Path(exists=True, dir_okay=False, path_type=Path))  # fmt: skip
+@click.option("--source", "source_name", required=True, help="Source the events belong to.")
+@pass_ctx
+@handle_errors
+def import_(ctx: Context, files: tuple[Path, ...], source_name: str) -> None:
+    """Import Segment batches, JSON lines, CSV or Parquet files (timestamps kept)."""
+    from seamline.collect.files import Unreadable, detect_format, read_events
+
+    for path in files:
+        detect_format(path)  # fail before importing anything
+    totals: dict[str, Any] = {"stored": 0, "duplicates": 0, "failed": 0, "reasons": {},
+                              "unreadable": 0, "unreadable_examples": []}  # fmt: skip
+    with _open(ctx) as ws:
+        ws_sources = {s["name"] for s in ws.sources()}
+        if source_name not in ws_sources:
+            from seamline.errors import NotFound, did_you_mean
+
+            raise NotFound(
+                f"No source named '{source_name}'.{did_you_mean(source_name, ws_sources)} "
+                f"Create it with `seamline sources add {source_name} --channel mobile`."
+            )
+        with Progress(
+            TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+            TimeRemainingColumn(), console=err, transient=ctx.json,
+        ) as progress:  # fmt: skip
+            for path in files:
+                task = progress.add_task(path.name, total=path.stat().st_size)
+                unreadable = Unreadable()
+                for chunk in read_events(path, unreadable, lambda n, t=task: progress.advance(t, n)):
+                    result = ws.import_events(source_name, chunk)
+                    for key in ("stored", "duplicates", "failed"):
+                        totals[key] += result[key]
+                    for reason, count in result.get("reasons", {}).items():
+                        totals["reasons"][reason] = totals["reasons"].get(reason, 0) + count
+                progress.update(task, completed=path.stat().st_size)
+                totals["unreadable"] += unreadable.count
+                totals["unreadable_examples"] += [f"{path.name} {w}" for w in unreadable.examples]
+
+    def human() -> None:
+        err.print(
+            f"imported {totals['stored']}, duplicates {totals['duplicates']}, "
+            f"failed {totals['failed']}, unreadable lines {totals['unreadable']}"
+        )
+        for reason, count in sorted(totals["reasons"].items()):
+            err.print(f"  failed: {count} x {reason} (see `seamline failed`)")
+        for example in totals["unreadable_examples"]:
+            err.print(f"  unreadable: {example}")
+
+    ctx.emit(totals, human)
+
+
+@main.command()
+@pass_ctx
+@handle_errors
+def stats(ctx: Context) -> None:
+    """Counts: events, persons, failed events, dropped events, per source."""
+    with _open(ctx) as ws:
+        result = ws.stats()
+
+    def human() -> None:
+        out.print(
+            f"events {result['events']}  persons {result['persons']}  "
+            f"failed {result['failed_events']}  dropped (unknown key) "
+            f"{result['dropped_unknown_key']}  dropped (suppressed) {result['dropped_suppressed']}"
+        )
+        table = Table("source", "channel", "unit", "events", "failed", "last received")
+        for s in result["sources"]:
+            table.add_row(s["name"], s["channel"], s["unit"] or "", str(s["events"]),
+                          str(s["failed_events"]), s["last_received_at"] or "")  # fmt: skip
+        out.print(table)
+
+    ctx.emit(result, human)
+
+
+@main.command()
+@click.option("--limit", default=20, show_default=True)
+@pass_ctx
+@handle_errors
+def failed(ctx: Context, limit: int) -> None:
+    """The latest events that failed validation, with reasons."""
+    with _open(ctx) as ws:
+        result = ws.failed_events(limit)
+
+    def human() -> None:
+        for f in result:
+            out.print(f"{f['received_at']} {f['source']} {f['reason']}: {f['message']}",
+                      highlight=False)  # fmt: skip
+
+    ctx.emit(result, human)

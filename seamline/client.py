@@ -1,0 +1,122 @@
+"""Reach a workspace whether or not a server owns it.
+
+DuckDB lets one process open the file, so while ``seamline serve`` runs the CLI
+talks to it over HTTP, using the address and per-run admin secret the server
+records in ``<data dir>/server.json``. :class:`RemoteWorkspace` has the same
+methods as :class:`seamline.app.Workspace`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import httpx
+import msgspec
+
+from seamline.app import Workspace
+from seamline.errors import SeamlineError, StoreUnavailable
+
+
+class RemoteWorkspace:
+    def __init__(self, url: str, token: str, data_dir: Path):
+        self.url = url
+        self.data_dir = data_dir
+        self._http = httpx.Client(
+            base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=120
+        )
+
+    def __enter__(self) -> RemoteWorkspace:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise StoreUnavailable(
+                f"The server at {self.url} that owns {self.data_dir} did not answer ({exc})."
+            ) from None
+        if response.status_code >= 400:
+            try:
+                body = response.json()
+                raise SeamlineError(body["message"], code=body["code"],
+                                    status=response.status_code)  # fmt: skip
+            except (ValueError, KeyError, TypeError):
+                raise SeamlineError(
+                    f"The server answered {response.status_code}: {response.text[:200]}",
+                    status=response.status_code,
+                ) from None
+        return response.json()
+
+    def add_source(self, name: str, channel: str, unit: str | None = None) -> dict[str, Any]:
+        result: dict[str, Any] = self._call(
+            "POST", "/api/sources", json={"name": name, "channel": channel, "unit": unit}
+        )
+        return result
+
+    def sources(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._call("GET", "/api/sources")
+        return result
+
+    def add_token(self, name: str, scope: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call(
+            "POST", "/api/tokens", json={"name": name, "scope": scope}
+        )
+        return result
+
+    def tokens(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._call("GET", "/api/tokens")
+        return result
+
+    def import_events(self, source: str, events: list[Any]) -> dict[str, Any]:
+        # msgspec encodes the datetimes that Parquet files yield as ISO-8601 strings.
+        result: dict[str, Any] = self._call(
+            "POST",
+            "/api/import",
+            content=msgspec.json.encode({"source": source, "events": events}),
+            headers={"Content-Type": "application/json"},
+        )
+        return result
+
+    def stats(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("GET", "/api/stats")
+        return result
+
+    def failed_events(self, limit: int = 100) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._call(
+            "GET", "/api/failed-events", params={"limit": limit}
+        )
+        return result
+
+
+def running_server(data_dir: Path) -> dict[str, Any] | None:
+    """The live server that owns ``data_dir``, from its server.json, or None."""
+    path = data_dir / "server.json"
+    try:
+        info: dict[str, Any] = json.loads(path.read_text())
+        os.kill(int(info["pid"]), 0)
+    except (FileNotFoundError, ValueError, KeyError, TypeError, ProcessLookupError):
+        return None
+    except PermissionError:  # alive, owned by someone else
+        pass
+    try:
+        httpx.get(info["url"] + "/api/health", timeout=3).raise_for_status()
+    except httpx.HTTPError:
+        return None
+    return info
+
+
+def connect(data_dir: Path) -> Workspace | RemoteWorkspace:
+    """The server's workspace over HTTP if one is running, else the file itself."""
+    info = running_server(data_dir)
+    if info is not None:
+        return RemoteWorkspace(info["url"], info["token"], data_dir)
+    return Workspace(data_dir)

@@ -1,0 +1,123 @@
+"""Turn one HTTP body into a list of raw events plus the batch-level fields.
+
+Request-level problems (not JSON, wrong top-level shape, too large) raise
+:class:`BadRequest` -> 400, the only status every Segment SDK discards.
+Per-event problems are left to :mod:`seamline.events.normalise`, which keeps
+good events and records bad ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from seamline.errors import BadRequest
+
+
+class _Batch(msgspec.Struct):
+    batch: list[msgspec.Raw]
+    sentAt: Any = None
+    writeKey: Any = None
+    context: Any = None
+    integrations: Any = None
+
+
+class _Single(msgspec.Struct):
+    sentAt: Any = None
+    writeKey: Any = None
+
+
+_batch_decoder = msgspec.json.Decoder(_Batch)
+_single_decoder = msgspec.json.Decoder(_Single)
+
+
+@dataclass
+class ParsedRequest:
+    """Raw events of one request, with the batch-level values that apply to each."""
+
+    events: list[bytes]
+    sent_at: Any = None
+    write_key: str | None = None
+    context: dict[str, Any] = field(default_factory=dict)
+    integrations: dict[str, Any] = field(default_factory=dict)
+
+
+def _explain(exc: Exception) -> str:
+    text = str(exc)
+    if "truncated" in text:
+        # msgspec reports a lone UTF-16 surrogate escape as truncated input.
+        text += " (or it holds a lone UTF-16 surrogate such as \\ud800)"
+    return text
+
+
+def parse_request(
+    body: bytes, *, batch: bool, max_events: int, max_event_bytes: int
+) -> ParsedRequest:
+    """Parse a batch body (``{"batch": [...]}``) or a single-event body."""
+    if not body.strip():
+        raise BadRequest("Request body is empty; send a JSON object.", code="empty_body")
+    if batch:
+        try:
+            envelope = _batch_decoder.decode(body)
+        except msgspec.ValidationError as exc:
+            raise BadRequest(
+                f"Batch body has the wrong shape: {exc}. Send {{\"batch\": [event, ...]}}.",
+                code="invalid_batch",
+            ) from None
+        except msgspec.DecodeError as exc:
+            raise BadRequest(
+                f"Request body is not valid JSON: {_explain(exc)}.", code="invalid_json"
+            ) from None
+        if len(envelope.batch) > max_events:
+            raise BadRequest(
+                f"Batch has {len(envelope.batch)} events; the limit is {max_events}. "
+                "Split it into smaller batches.",
+                code="batch_too_large",
+            )
+        raws = [bytes(raw) for raw in envelope.batch]
+        for index, raw in enumerate(raws):
+            if len(raw) > max_event_bytes:
+                raise BadRequest(
+                    f"Event batch[{index}] is {len(raw)} bytes; the limit is {max_event_bytes}. "
+                    "Trim its properties.",
+                    code="event_too_large",
+                )
+        return ParsedRequest(
+            events=raws,
+            sent_at=envelope.sentAt,
+            write_key=envelope.writeKey if isinstance(envelope.writeKey, str) else None,
+            context=envelope.context if isinstance(envelope.context, dict) else {},
+            integrations=envelope.integrations if isinstance(envelope.integrations, dict) else {},
+        )
+    try:
+        single = _single_decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        raise BadRequest(
+            f"Event body has the wrong shape: {exc}. Send one event as a JSON object.",
+            code="invalid_event",
+        ) from None
+    except msgspec.DecodeError as exc:
+        raise BadRequest(
+            f"Request body is not valid JSON: {_explain(exc)}.", code="invalid_json"
+        ) from None
+    if len(body) > max_event_bytes:
+        raise BadRequest(
+            f"Event is {len(body)} bytes; the limit is {max_event_bytes}. Trim its properties.",
+            code="event_too_large",
+        )
+    return ParsedRequest(
+        events=[body],
+        sent_at=None,  # a single event carries its own sentAt
+        write_key=single.writeKey if isinstance(single.writeKey, str) else None,
+    )
+
+
+def first_event_write_key(raw: bytes) -> str | None:
+    """analytics.js puts ``writeKey`` on every event; the last resort for key lookup."""
+    try:
+        value = msgspec.json.decode(raw, type=_Single).writeKey
+    except msgspec.MsgspecError:
+        return None
+    return value if isinstance(value, str) else None

@@ -1,0 +1,69 @@
+"""ISO-8601 parsing and Segment's clock-skew correction.
+
+``timestamp = received_at - (sent_at - original_timestamp)`` when ``sentAt`` is present;
+all values are stored as naive UTC datetimes.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+
+class InvalidTimestamp(ValueError):
+    pass
+
+
+# Far outside any real event; guards against epoch-0 and year-9999 placeholder values
+# turning into nonsense journeys.
+_EARLIEST = datetime(2000, 1, 1)
+_LATEST = datetime(2200, 1, 1)
+
+
+def parse_timestamp(value: Any, field: str) -> datetime | None:
+    """Parse an ISO-8601 string (or a datetime) to naive UTC; None for absent values.
+
+    >>> parse_timestamp("2026-11-23T10:00:00.123Z", "timestamp")
+    datetime.datetime(2026, 11, 23, 10, 0, 0, 123000)
+    """
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        parsed = value
+    elif isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise InvalidTimestamp(
+                f"{field} {value[:40]!r} is not an ISO-8601 date-time; "
+                "send e.g. '2026-11-23T10:00:00.000Z'"
+            ) from None
+    else:
+        raise InvalidTimestamp(
+            f"{field} must be an ISO-8601 string, got {type(value).__name__}; "
+            "send e.g. '2026-11-23T10:00:00.000Z'"
+        )
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone(UTC).replace(tzinfo=None)
+    if not _EARLIEST <= parsed < _LATEST:
+        raise InvalidTimestamp(f"{field} {value!s:.40} is outside the years 2000-2199")
+    return parsed
+
+
+def corrected_timestamp(
+    original: datetime | None, sent_at: datetime | None, received_at: datetime
+) -> datetime:
+    """Segment's correction: the event happened ``sent_at - original`` before arrival."""
+    if original is None:
+        return received_at
+    if sent_at is None:
+        return original
+    return received_at - (sent_at - original)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def seconds(delta: timedelta) -> float:
+    return delta.total_seconds()

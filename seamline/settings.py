@@ -1,0 +1,93 @@
+"""Settings as data: one table drives the defaults, environment variables and docs.
+
+Each setting can be set by its environment variable (``SEAMLINE_<NAME>``) or in
+``<data dir>/settings.json``; the environment wins. ``tests/test_settings.py``
+checks that every setting is documented in the README.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from seamline.errors import BadRequest, did_you_mean
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: Any
+    help: str
+
+    @property
+    def env(self) -> str:
+        return "SEAMLINE_" + self.name.upper()
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("max_event_bytes", 32 * 1024 + 1600, "Largest single event in bytes (32 KB + 5% slack)."),
+    Setting("max_request_bytes", 500 * 1024 + 25 * 1024, "Largest request body after gunzip (500 KB + 5%)."),
+    Setting("max_batch_events", 2500, "Most events accepted in one batch request."),
+    Setting("queue_max_events", 200_000, "Events waiting for the writer before ingest answers 503."),
+    Setting("group_commit_events", 5000, "Most events the writer commits in one transaction."),
+    Setting("group_commit_wait_ms", 2, "How long the writer waits to fill a group before committing."),
+    Setting("retry_after_seconds", 2, "Retry-After sent with 503/429 answers."),
+    Setting("skew_flag_seconds", 600, "Flag skew-corrected events whose sentAt is older than this."),
+    Setting("public_host", "", "Host (with port, no scheme) the settings endpoint tells SDKs to send to."),
+    Setting("public_protocol", "https", "Protocol the settings endpoint tells SDKs to use."),
+    Setting("trusted_proxies", "", "Comma-separated client addresses whose X-Forwarded-For is trusted."),
+    Setting("cors_origins", "*", "Origins allowed to send from browsers ('*' echoes the Origin)."),
+    Setting("shutdown_timeout_seconds", 8, "Seconds SIGTERM waits for in-flight requests before draining."),
+)
+
+_BY_NAME = {s.name: s for s in SETTINGS}
+
+
+@dataclass(frozen=True)
+class Settings:
+    max_event_bytes: int = _BY_NAME["max_event_bytes"].default
+    max_request_bytes: int = _BY_NAME["max_request_bytes"].default
+    max_batch_events: int = _BY_NAME["max_batch_events"].default
+    queue_max_events: int = _BY_NAME["queue_max_events"].default
+    group_commit_events: int = _BY_NAME["group_commit_events"].default
+    group_commit_wait_ms: int = _BY_NAME["group_commit_wait_ms"].default
+    retry_after_seconds: int = _BY_NAME["retry_after_seconds"].default
+    skew_flag_seconds: int = _BY_NAME["skew_flag_seconds"].default
+    public_host: str = _BY_NAME["public_host"].default
+    public_protocol: str = _BY_NAME["public_protocol"].default
+    trusted_proxies: str = _BY_NAME["trusted_proxies"].default
+    cors_origins: str = _BY_NAME["cors_origins"].default
+    shutdown_timeout_seconds: int = _BY_NAME["shutdown_timeout_seconds"].default
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @classmethod
+    def load(cls, data_dir: Path | None = None, **overrides: Any) -> Settings:
+        """Defaults, then ``settings.json`` in the data dir, then env vars, then overrides."""
+        values: dict[str, Any] = {}
+        if data_dir is not None and (data_dir / "settings.json").exists():
+            try:
+                values.update(json.loads((data_dir / "settings.json").read_text()))
+            except json.JSONDecodeError as exc:
+                raise BadRequest(f"{data_dir / 'settings.json'} is not valid JSON: {exc}") from exc
+        for setting in SETTINGS:
+            if setting.env in os.environ:
+                values[setting.name] = os.environ[setting.env]
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        known = {f.name for f in fields(cls)} - {"extra"}
+        for name in values:
+            if name not in known:
+                raise BadRequest(f"Unknown setting '{name}'.{did_you_mean(name, known)}")
+        return cls(**{name: _coerce(name, value) for name, value in values.items()})
+
+
+def _coerce(name: str, value: Any) -> Any:
+    default = _BY_NAME[name].default
+    if isinstance(default, int) and not isinstance(value, int):
+        try:
+            return int(value)
+        except (TypeError, ValueError) as exc:
+            raise BadRequest(f"Setting '{name}' must be a whole number, got {value!r}.") from exc
+    return value

@@ -1,0 +1,260 @@
+"""The single write path: a thread that group-commits everything queued.
+
+Ingest requests enqueue their rows and wait on a future; the writer takes as many
+queued requests as fit in one group (``group_commit_events``), appends them in one
+transaction and resolves every future only after COMMIT has returned, that is
+after DuckDB has fsynced its WAL. That is what makes a ``200`` mean "stored".
+The queue is bounded in events: when it is full, :meth:`Writer.submit` raises
+:class:`Overloaded` at once and the client gets a retryable 503.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import duckdb
+
+from seamline.errors import Overloaded, SeamlineError, StoreUnavailable
+from seamline.events import EventRows, FailedEvent
+from seamline.store.database import Store
+
+log = logging.getLogger("seamline.writer")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    stored: int
+    duplicates: int
+    failed: int
+    reasons: dict[str, int] = field(default_factory=dict)  # failed events by reason code
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"stored": self.stored, "duplicates": self.duplicates, "failed": self.failed,
+                "reasons": dict(self.reasons)}  # fmt: skip
+
+
+@dataclass
+class _Append:
+    rows: EventRows
+    failed: list[FailedEvent]
+    counters: dict[str, int]
+    future: Future[AppendResult] = field(default_factory=Future)
+
+    @property
+    def size(self) -> int:
+        return max(1, len(self.rows) + len(self.failed))
+
+
+@dataclass
+class _Call:
+    fn: Callable[[duckdb.DuckDBPyConnection], Any]
+    future: Future[Any] = field(default_factory=Future)
+    size: int = 1
+
+
+class Writer:
+    """Owns the write connection. Start with :meth:`start`, stop with :meth:`stop`."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        queue_max_events: int = 200_000,
+        group_commit_events: int = 5000,
+        group_commit_wait_ms: int = 2,
+        retry_after_seconds: int = 2,
+    ):
+        self._store = store
+        self._con = store.writer_connection()
+        self._queue: deque[_Append | _Call] = deque()
+        self._queued_events = 0
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="seamline-writer", daemon=True)
+        self.queue_max_events = queue_max_events
+        self.group_commit_events = group_commit_events
+        self.group_commit_wait = group_commit_wait_ms / 1000
+        self.retry_after_seconds = retry_after_seconds
+        self.commits = 0
+
+    # -- public ------------------------------------------------------------------
+    def start(self) -> Writer:
+        self._thread.start()
+        return self
+
+    @property
+    def queued_events(self) -> int:
+        return self._queued_events
+
+    def submit(
+        self, rows: EventRows, failed: list[FailedEvent], counters: dict[str, int] | None = None
+    ) -> Future[AppendResult]:
+        """Queue rows for the next group commit; raises :class:`Overloaded` if full."""
+        job = _Append(rows, failed, counters or {})
+        self._enqueue(job)
+        return job.future
+
+    def call(self, fn: Callable[[duckdb.DuckDBPyConnection], T]) -> Future[T]:
+        """Run ``fn(connection)`` in its own transaction on the writer thread."""
+        job = _Call(fn)
+        self._enqueue(job)
+        return job.future
+
+    def stop(self, timeout: float = 30) -> None:
+        """Stop taking work, commit everything queued, then return."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        self._con.close()
+
+    # -- internals ----------------------------------------------------------------
+    def _enqueue(self, job: _Append | _Call) -> None:
+        with self._cond:
+            if self._stopping:
+                raise Overloaded(
+                    "The server is shutting down; retry shortly.",
+                    retry_after=self.retry_after_seconds,
+                    code="shutting_down",
+                )
+            if self._queued_events and self._queued_events + job.size > self.queue_max_events:
+                raise Overloaded(
+                    f"The write queue is full ({self._queued_events} events waiting); "
+                    "retry after the Retry-After delay.",
+                    retry_after=self.retry_after_seconds,
+                )
+            self._queue.append(job)
+            self._queued_events += job.size
+            self._cond.notify()
+
+    def _take(self) -> list[_Append | _Call] | None:
+        with self._cond:
+            while not self._queue:
+                if self._stopping:
+                    return None
+                self._cond.wait()
+            first = self._queue.popleft()
+            self._queued_events -= first.size
+            if isinstance(first, _Call):
+                return [first]
+            group: list[_Append | _Call] = [first]
+            size = first.size
+            deadline = time.monotonic() + self.group_commit_wait
+            while size < self.group_commit_events:
+                if not self._queue:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0 or self._stopping:
+                        break
+                    self._cond.wait(remaining)
+                    continue
+                nxt = self._queue[0]
+                if isinstance(nxt, _Call) or size + nxt.size > self.group_commit_events:
+                    break
+                self._queue.popleft()
+                self._queued_events -= nxt.size
+                group.append(nxt)
+                size += nxt.size
+            return group
+
+    def _run(self) -> None:
+        while True:
+            group = self._take()
+            if group is None:
+                return
+            if isinstance(group[0], _Call):
+                self._run_call(group[0])
+            else:
+                appends = [job for job in group if isinstance(job, _Append)]
+                try:
+                    self._commit(appends)
+                except Exception as exc:  # noqa: BLE001 - isolate the poisoned request
+                    if len(appends) == 1:
+                        self._fail(appends[0], exc)
+                    else:
+                        log.warning("group commit failed (%s); retrying requests one by one", exc)
+                        for job in appends:
+                            try:
+                                self._commit([job])
+                            except Exception as single_exc:  # noqa: BLE001
+                                self._fail(job, single_exc)
+
+    def _commit(self, jobs: list[_Append]) -> None:
+        rows = EventRows()
+        failed: list[FailedEvent] = []
+        counters: dict[str, int] = {}
+        owned: list[list[tuple[str, str]]] = []
+        seen: set[tuple[str, str]] = set()
+        for job in jobs:
+            keys = job.rows.keys()
+            owned.append(keys)
+            if len(jobs) == 1 and len(set(keys)) == len(keys):
+                rows = job.rows
+            else:  # drop repeats inside the group; the first copy wins
+                for index, key in enumerate(keys):
+                    if key not in seen:
+                        seen.add(key)
+                        rows.append({name: col[index] for name, col in job.rows.columns.items()})
+            failed.extend(job.failed)
+            for name, value in job.counters.items():
+                counters[name] = counters.get(name, 0) + value
+        con = self._con
+        con.execute("BEGIN")
+        try:
+            stored = Store.append_events(con, rows, failed, counters)
+            con.execute("COMMIT")
+        except BaseException:
+            try:
+                con.execute("ROLLBACK")
+            except duckdb.Error:
+                pass
+            raise
+        self.commits += 1
+        for job, keys in zip(jobs, owned, strict=True):
+            mine = 0
+            for key in keys:
+                if key in stored:
+                    stored.discard(key)  # count each stored key for its first owner only
+                    mine += 1
+            reasons: dict[str, int] = {}
+            for failure in job.failed:
+                reasons[failure.reason] = reasons.get(failure.reason, 0) + 1
+            job.future.set_result(
+                AppendResult(mine, len(keys) - mine, len(job.failed), reasons)
+            )
+
+    def _run_call(self, job: _Call) -> None:
+        con = self._con
+        try:
+            con.execute("BEGIN")
+            result = job.fn(con)
+            con.execute("COMMIT")
+        except BaseException as exc:  # noqa: BLE001
+            try:
+                con.execute("ROLLBACK")
+            except duckdb.Error:
+                pass
+            self._fail(job, exc)
+            return
+        job.future.set_result(result)
+
+    def _fail(self, job: _Append | _Call, exc: BaseException) -> None:
+        if isinstance(exc, SeamlineError):
+            job.future.set_exception(exc)
+            return
+        log.error("store write failed, answering 503: %s", exc)
+        job.future.set_exception(
+            StoreUnavailable(
+                f"The store could not commit ({type(exc).__name__}: {exc}); nothing was "
+                "stored, retry later.",
+                retry_after=self.retry_after_seconds,
+            )
+        )

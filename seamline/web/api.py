@@ -1,0 +1,158 @@
+"""The JSON API under ``/api``: the same calls as the CLI and the Python API.
+
+Reading needs a bearer token with ``read`` scope, managing sources and tokens an
+``admin`` token. Write keys are refused on every route here.
+"""
+
+
+import secrets
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from pydantic import BaseModel, Field
+
+from seamline import __version__
+from seamline.app import Workspace
+from seamline.errors import Forbidden, Unauthorized
+from seamline.store.database import WRITE_KEY_PREFIX
+
+
+class SourceIn(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+    channel: str = Field(description="mobile, web, server, call_center, email, store, ...")
+    unit: str | None = Field(default=None, description="Business unit that owns the source.")
+
+
+class SourceOut(BaseModel):
+    name: str
+    channel: str
+    unit: str | None
+    write_key: str
+
+
+class TokenIn(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+    scope: Literal["read", "admin"]
+
+
+class TokenOut(BaseModel):
+    name: str
+    scope: str
+    token: str
+
+
+class ImportIn(BaseModel):
+    source: str = Field(description="Name of the source the events belong to.")
+    events: list[dict[str, Any]] = Field(max_length=10_000)
+
+
+class ImportOut(BaseModel):
+    stored: int
+    duplicates: int
+    failed: int
+    reasons: dict[str, int]
+
+
+class SourceStats(BaseModel):
+    name: str
+    channel: str
+    unit: str | None
+    events: int
+    failed_events: int
+    last_received_at: str | None
+
+
+class StatsOut(BaseModel):
+    events: int
+    persons: int
+    failed_events: int
+    dropped_unknown_key: int
+    dropped_suppressed: int
+    sources: list[SourceStats]
+
+
+class Principal(BaseModel):
+    name: str
+    scope: str
+
+
+def _auth(workspace: Workspace, local_secret: str | None, needed: str
+          ) -> Callable[[Request], Principal]:  # fmt: skip
+    def check(request: Request) -> Principal:
+        header = request.headers.get("authorization", "")
+        scheme, _, secret = header.partition(" ")
+        secret = secret.strip()
+        if scheme.lower() != "bearer" or not secret:
+            raise Unauthorized(
+                "This route needs 'Authorization: Bearer <token>'; "
+                "create one with `seamline tokens add NAME --scope read`.",
+            )
+        if secret.startswith(WRITE_KEY_PREFIX):
+            raise Forbidden(
+                "Write keys can only send events; use an API token for this route.",
+                code="write_key_not_allowed",
+            )
+        if local_secret and secrets.compare_digest(secret, local_secret):
+            return Principal(name="local-cli", scope="admin")
+        token = workspace.store.token_for(secret)
+        if token is None:
+            raise Unauthorized("Unknown or revoked API token.", code="invalid_token")
+        if needed == "admin" and token.scope != "admin":
+            raise Forbidden(
+                f"Token '{token.name}' has read scope; this route needs an admin token.",
+                code="insufficient_scope",
+            )
+        return Principal(name=token.name, scope=token.scope)
+
+    return check
+
+
+def install_api(app: FastAPI, workspace: Workspace, local_secret: str | None) -> None:
+    router = APIRouter(prefix="/api")
+    Reader = Annotated[Principal, Depends(_auth(workspace, local_secret, "read"))]
+    Admin = Annotated[Principal, Depends(_auth(workspace, local_secret, "admin"))]
+
+    @router.get("/health", tags=["server"])
+    def health() -> dict[str, Any]:
+        """Liveness and the write queue's depth; needs no token."""
+        return {"ok": True, "version": __version__, "queued_events": workspace.writer.queued_events}
+
+    @router.get("/stats", response_model=StatsOut, tags=["data"])
+    def stats(principal: Reader) -> dict[str, Any]:
+        """Counts of events, persons, failed events and dropped events, per source."""
+        return workspace.stats()
+
+    @router.get("/failed-events", tags=["data"])
+    def failed_events(
+        principal: Reader, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+    ) -> list[dict[str, Any]]:
+        """The latest events that failed validation, with the reason and the raw JSON."""
+        return workspace.failed_events(limit)
+
+    @router.get("/sources", tags=["sources"])
+    def list_sources(principal: Reader) -> list[dict[str, Any]]:
+        """Every source with its channel, unit and (public) write key."""
+        return workspace.sources()
+
+    @router.post("/sources", response_model=SourceOut, status_code=201, tags=["sources"])
+    def add_source(body: SourceIn, principal: Admin) -> dict[str, Any]:
+        """Create a source; the answer holds its write key."""
+        return workspace.add_source(body.name, body.channel, body.unit)
+
+    @router.get("/tokens", tags=["tokens"])
+    def list_tokens(principal: Admin) -> list[dict[str, Any]]:
+        """API tokens (names, scopes, hints); secrets are never shown again."""
+        return workspace.tokens()
+
+    @router.post("/tokens", response_model=TokenOut, status_code=201, tags=["tokens"])
+    def add_token(body: TokenIn, principal: Admin) -> dict[str, Any]:
+        """Create an API token; the secret is in this answer only."""
+        return workspace.add_token(body.name, body.scope)
+
+    @router.post("/import", response_model=ImportOut, tags=["data"])
+    def import_events(body: ImportIn, principal: Admin) -> dict[str, Any]:
+        """Import events for a source, keeping their timestamps (used by `seamline import`)."""
+        return workspace.import_events(body.source, body.events)
+
+    app.include_router(router)

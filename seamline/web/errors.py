@@ -1,0 +1,51 @@
+"""One JSON error envelope, ``{"code": ..., "message": ...}``, for every error."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.responses import JSONResponse, Response
+
+from seamline.errors import Overloaded, SeamlineError
+
+log = logging.getLogger("seamline.web")
+
+
+def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None
+                   ) -> JSONResponse:  # fmt: skip
+    return JSONResponse({"code": code, "message": message}, status_code=status, headers=headers)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(SeamlineError)
+    async def seamline_error(request: Request, exc: SeamlineError) -> Response:
+        headers = {}
+        if isinstance(exc, Overloaded):
+            headers["Retry-After"] = str(exc.retry_after)
+        return error_response(exc.status, exc.code, exc.message, headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+        problems = []
+        for error in exc.errors():
+            where = ".".join(str(part) for part in error.get("loc", ()) if part != "body")
+            problems.append(f"{where or 'body'}: {error.get('msg', 'invalid')}")
+        return error_response(400, "invalid_request", "; ".join(problems) or "invalid request")
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        codes = {404: "not_found", 405: "method_not_allowed"}
+        message = str(exc.detail) if exc.detail else "error"
+        if exc.status_code == 404:
+            message = f"No route {request.method} {request.url.path}."
+        return error_response(exc.status_code, codes.get(exc.status_code, "http_error"), message)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return error_response(
+            500, "internal_error", "Unexpected server error; it was logged. Please report it."
+        )
