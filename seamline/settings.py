@@ -36,8 +36,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("group_commit_wait_ms", 2, "How long the writer waits to fill a group before committing."),
     Setting("retry_after_seconds", 2, "Retry-After sent with 503/429 answers."),
     Setting("skew_flag_seconds", 600, "Flag skew-corrected events whose sentAt is older than this."),
-    Setting("public_host", "", "Host (with port, no scheme) the settings endpoint tells SDKs to send to."),
-    Setting("public_protocol", "https", "Protocol the settings endpoint tells SDKs to use."),
+    Setting(
+        "public_host", "", "Host:port the settings endpoint tells SDKs to send to (default: Host)."
+    ),
+    Setting(
+        "public_protocol", "", "Protocol the settings endpoint tells SDKs (default: the request's)."
+    ),
     Setting("trusted_proxies", "", "Comma-separated client addresses whose X-Forwarded-For is trusted."),
     Setting("cors_origins", "*", "Origins allowed to send from browsers ('*' echoes the Origin)."),
     Setting("shutdown_timeout_seconds", 8, "Seconds SIGTERM waits for in-flight requests before draining."),

@@ -1,0 +1,169 @@
+"""A load generator for the crash, shutdown and overload tests, and a read of the stored file.
+
+:class:`Sender` runs threads that each post 100-event batches with client-side
+messageIds to a real server. A batch counts as acknowledged only when the answer is
+``200``; until then it is re-sent (after connection errors, timeouts and 503s), the
+way the Segment SDKs retry. ``X-Retry-Count`` marks re-sends, so the stored
+``retry_count`` tells which events were committed by an attempt whose answer was lost.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import httpx
+
+DATABASE_FILE = "seamline.duckdb"
+
+
+def make_batch(batch_id: str, size: int = 100) -> list[dict[str, Any]]:
+    """``size`` valid track events whose messageIds are ``<batch_id>-<n>``."""
+    return [
+        {
+            "type": "track",
+            "event": "Load Tested",
+            "userId": f"user-{index % 17}",
+            "messageId": f"{batch_id}-{index}",
+            "timestamp": "2026-11-23T10:00:00.000Z",
+            "properties": {"n": index, "pad": "x" * 40},
+            "context": {"library": {"name": "seamline-tests", "version": "1"}},
+        }
+        for index in range(size)
+    ]
+
+
+@dataclass
+class SenderStats:
+    acked_ids: set[str] = field(default_factory=set)
+    acked_batches: int = 0
+    acked_attempt: dict[str, int] = field(default_factory=dict)  # batch id -> its X-Retry-Count
+    sent_batches: set[str] = field(default_factory=set)  # every batch id posted at least once
+    resent_batches: set[str] = field(default_factory=set)  # posted again after a failed try
+    statuses: Counter[str] = field(default_factory=Counter)
+    retry_after: list[str | None] = field(default_factory=list)  # header of every 503
+    unexpected: list[str] = field(default_factory=list)  # anything but 200/503/conn. error
+    rejected_ids: set[str] = field(default_factory=set)  # batches given up on after a 503
+
+
+class Sender:
+    """Threads posting batches until :meth:`stop`; see the module docstring.
+
+    ``retry=False`` gives up on a batch after its first 503 (overload test) and
+    records its ids in ``rejected_ids``; connection errors are still retried.
+    ``url`` is read on each attempt, so the server may move ports (it does not here).
+    """
+
+    def __init__(self, url: str, write_key: str, *, threads: int = 4, batch_size: int = 100,
+                 retry: bool = True, timeout: float = 10.0, pause: float = 0.0):  # fmt: skip
+        self.url = url
+        self.write_key = write_key
+        self.batch_size = batch_size
+        self.retry = retry
+        self.timeout = timeout
+        self.pause = pause
+        self.stats = SenderStats()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._abandon = threading.Event()  # stop even with a batch unacknowledged
+        self._run = uuid.uuid4().hex[:8]
+        self._threads = [
+            threading.Thread(target=self._loop, args=(n,), name=f"sender-{n}", daemon=True)
+            for n in range(threads)
+        ]
+
+    def start(self) -> Sender:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def stop(self, *, abandon: bool = False, timeout: float = 60) -> None:
+        """Stop taking new batches; each thread first finishes (acks) its current one,
+        unless ``abandon`` (the server is gone for good)."""
+        self._stop.set()
+        if abandon:
+            self._abandon.set()
+        for thread in self._threads:
+            thread.join(timeout)
+            assert not thread.is_alive(), "a sender thread did not finish"
+
+    def _record(self, key: str) -> None:
+        with self._lock:
+            self.stats.statuses[key] += 1
+
+    def _loop(self, number: int) -> None:
+        with httpx.Client(auth=(self.write_key, ""), timeout=self.timeout) as client:
+            sequence = 0
+            while not self._stop.is_set():
+                batch_id = f"{self._run}-t{number}-b{sequence}"
+                sequence += 1
+                self._send(client, batch_id)
+                if self.pause:
+                    time.sleep(self.pause)
+
+    def _send(self, client: httpx.Client, batch_id: str) -> None:
+        events = make_batch(batch_id, self.batch_size)
+        attempt = 0
+        while True:
+            if self._abandon.is_set():
+                return
+            headers = {"X-Retry-Count": str(attempt)} if attempt else {}
+            with self._lock:
+                self.stats.sent_batches.add(batch_id)
+                if attempt:
+                    self.stats.resent_batches.add(batch_id)
+            attempt += 1
+            try:
+                response = client.post(
+                    self.url + "/v1/batch", json={"batch": events}, headers=headers
+                )
+            except httpx.TransportError as exc:  # refused, reset, timed out: maybe committed
+                self._record(type(exc).__name__)
+                time.sleep(0.02)
+                continue
+            self._record(str(response.status_code))
+            if response.status_code == 200:
+                with self._lock:
+                    self.stats.acked_ids.update(event["messageId"] for event in events)
+                    self.stats.acked_batches += 1
+                    self.stats.acked_attempt[batch_id] = attempt - 1
+                return
+            if response.status_code == 503:
+                with self._lock:
+                    self.stats.retry_after.append(response.headers.get("retry-after"))
+                if not self.retry:
+                    with self._lock:
+                        self.stats.rejected_ids.update(e["messageId"] for e in events)
+                    return
+                time.sleep(0.05)  # shorter than Retry-After: these tests want pressure
+                continue
+            with self._lock:
+                self.stats.unexpected.append(f"{response.status_code} {response.text[:200]}")
+            return
+
+
+@dataclass
+class Stored:
+    rows: int
+    distinct_ids: int
+    ids: set[str]
+    retry_count: dict[str, int]  # message_id -> retry_count of the stored copy
+
+
+def read_store(data_dir: Path) -> Stored:
+    """Open the workspace file read-only (the server must be stopped) and read events."""
+    con = duckdb.connect(str(data_dir / DATABASE_FILE), read_only=True)
+    try:
+        rows, distinct = con.execute(
+            "SELECT count(*), count(DISTINCT (source_id, message_id)) FROM events"
+        ).fetchone() or (0, 0)
+        pairs = con.execute("SELECT message_id, retry_count FROM events").fetchall()
+    finally:
+        con.close()
+    return Stored(int(rows), int(distinct), {p[0] for p in pairs}, {p[0]: p[1] for p in pairs})

@@ -1,0 +1,177 @@
+"""Pure validation and normalisation rules (no I/O)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pytest
+
+from seamline.errors import BadRequest
+from seamline.events import IngestContext, normalise_events, parse_request
+from seamline.events.timestamps import corrected_timestamp, parse_timestamp
+
+RECEIVED = datetime(2026, 11, 23, 12, 0, 0)
+
+
+def ctx(**kw: object) -> IngestContext:
+    base: dict[str, object] = {
+        "source_id": "src_1", "channel": "mobile", "unit": "retail", "received_at": RECEIVED,
+    }  # fmt: skip
+    base.update(kw)
+    return IngestContext(**base)  # type: ignore[arg-type]
+
+
+def one(event: dict[str, object], **kw: object) -> dict[str, object]:
+    rows, failed = normalise_events([event], ctx(), **kw)  # type: ignore[arg-type]
+    assert not failed, failed
+    return {name: values[0] for name, values in rows.columns.items()}
+
+
+def failure(event: object) -> tuple[str, str | None]:
+    rows, failed = normalise_events([event], ctx())
+    assert len(rows) == 0 and len(failed) == 1
+    return failed[0].reason, failed[0].field
+
+
+def test_skew_correction_uses_batch_sent_at() -> None:
+    row = one(
+        {"type": "track", "event": "A", "anonymousId": "a", "timestamp": "2026-11-23T13:00:00Z"},
+        batch_sent_at="2026-11-23T13:00:05+00:00",
+    )
+    # device clock one hour fast: the event happened 5 s before arrival
+    assert row["timestamp"] == datetime(2026, 11, 23, 11, 59, 55)
+    assert row["original_timestamp"] == datetime(2026, 11, 23, 13, 0, 0)
+    assert row["sent_at"] == datetime(2026, 11, 23, 13, 0, 5)
+    assert row["received_at"] == RECEIVED
+
+
+def test_event_sent_at_wins_over_batch() -> None:
+    row = one(
+        {"type": "track", "event": "A", "anonymousId": "a",
+         "timestamp": "2026-11-23T11:00:00Z", "sentAt": "2026-11-23T11:00:10Z"},
+        batch_sent_at="2026-11-23T11:59:00Z",
+    )  # fmt: skip
+    assert row["timestamp"] == datetime(2026, 11, 23, 11, 59, 50)
+
+
+def test_no_sent_at_keeps_timestamp_and_no_timestamp_uses_received() -> None:
+    row = one({"type": "track", "event": "A", "anonymousId": "a",
+               "timestamp": "2026-11-20T08:00:00.250Z"})  # fmt: skip
+    assert row["timestamp"] == datetime(2026, 11, 20, 8, 0, 0, 250000)
+    row = one({"type": "track", "event": "A", "anonymousId": "a"})
+    assert row["timestamp"] == RECEIVED and row["original_timestamp"] == RECEIVED
+
+
+def test_import_keeps_timestamps() -> None:
+    rows, _ = normalise_events(
+        [{"type": "track", "event": "A", "userId": "u", "timestamp": "2025-01-01T00:00:00Z",
+          "sentAt": "2025-01-02T00:00:00Z"}],
+        ctx(keep_timestamps=True),
+    )  # fmt: skip
+    assert rows.columns["timestamp"][0] == datetime(2025, 1, 1)
+
+
+def test_empty_and_blank_ids_are_missing_and_numbers_become_strings() -> None:
+    row = one({"type": "track", "event": "A", "userId": "", "anonymousId": "  x  "})
+    assert row["user_id"] is None and row["anonymous_id"] == "x"
+    row = one({"type": "identify", "userId": 42})
+    assert row["user_id"] == "42"
+
+
+@pytest.mark.parametrize(
+    ("event", "reason", "field"),
+    [
+        ({"type": "track", "event": "A"}, "no_user_anon_id", "userId"),
+        ({"type": "track", "event": "A", "userId": "", "anonymousId": None},
+         "no_user_anon_id", "userId"),
+        ({"type": "track", "userId": "u"}, "missing_event", "event"),
+        ({"type": "track", "userId": "u", "event": "  "}, "missing_event", "event"),
+        ({"type": "alias", "userId": "u"}, "missing_previous_id", "previousId"),
+        ({"type": "group", "userId": "u"}, "missing_group_id", "groupId"),
+        ({"type": "jump", "userId": "u"}, "invalid_type", "type"),
+        ({"type": "track", "event": "A", "userId": "u", "properties": [1]},
+         "invalid_field", "properties"),
+        ({"type": "identify", "userId": "u", "traits": "x"}, "invalid_field", "traits"),
+        ({"type": "track", "event": "A", "userId": {"a": 1}}, "invalid_id", "userId"),
+        ({"type": "track", "event": "A", "userId": "u", "timestamp": "yesterday"},
+         "invalid_timestamp", "timestamp"),
+        ({"type": "track", "event": "A", "userId": "u", "timestamp": 1700000000},
+         "invalid_timestamp", "timestamp"),
+        ("not an object", "invalid_event", None),
+    ],
+)  # fmt: skip
+def test_per_event_rules(event: object, reason: str, field: str | None) -> None:
+    assert failure(event) == (reason, field)
+
+
+def test_one_bad_event_keeps_the_good_ones() -> None:
+    rows, failed = normalise_events(
+        [{"type": "track", "event": "A", "userId": "u"}, {"type": "track"},
+         {"type": "page", "name": "Home", "anonymousId": "a"}],
+        ctx(),
+    )  # fmt: skip
+    assert len(rows) == 2 and len(failed) == 1
+    assert rows.columns["event"] == ["A", "Home"]
+
+
+def test_context_merge_channel_override_and_columns() -> None:
+    row = one(
+        {"type": "screen", "name": "Card", "anonymousId": "a", "writeKey": "k",
+         "context": {"channel": "web", "os": {"name": "iOS", "version": "18.1"},
+                     "app": {"version": "5.2.0", "build": 520},
+                     "device": {"id": "dev-1", "type": "ios"}}},
+        batch_context={"library": {"name": "analytics-swift", "version": "1.6"},
+                       "os": {"name": "ignored"}},
+    )  # fmt: skip
+    assert row["channel"] == "web" and row["unit"] == "retail"
+    assert row["os_name"] == "iOS" and row["app_version"] == "5.2.0" and row["app_build"] == "520"
+    assert row["library_name"] == "analytics-swift" and row["device_id"] == "dev-1"
+    assert row["event"] == "Card" and "writeKey" not in str(row["context"])
+
+
+def test_ip_is_filled_only_for_client_routes() -> None:
+    event = {"type": "track", "event": "A", "anonymousId": "a"}
+    rows, _ = normalise_events([event], ctx(client_ip="203.0.113.9", fill_ip=True))
+    assert rows.columns["ip"] == ["203.0.113.9"]
+    rows, _ = normalise_events([event], ctx(client_ip="203.0.113.9", fill_ip=False))
+    assert rows.columns["ip"] == [None]
+
+
+def test_missing_message_id_is_assigned() -> None:
+    row = one({"type": "track", "event": "A", "anonymousId": "a"})
+    assert str(row["message_id"]).startswith("sl-")
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        (b"", "empty_body"),
+        (b"{", "invalid_json"),
+        (b'{"a": NaN}', "invalid_batch"),
+        (b'{"batch": "x"}', "invalid_batch"),
+        (b"[1, 2]", "invalid_batch"),
+        (b'{"batch": [{"a": "\\ud800"}]}', "invalid_json"),
+    ],
+)
+def test_request_level_errors(body: bytes, code: str) -> None:
+    with pytest.raises(BadRequest) as info:
+        parse_request(body, batch=True, max_events=10, max_event_bytes=1000)
+    assert info.value.code in (code, "invalid_json")
+    assert info.value.status == 400
+
+
+def test_batch_limits() -> None:
+    many = b'{"batch": [' + b",".join([b"{}"] * 11) + b"]}"
+    with pytest.raises(BadRequest, match="limit is 10"):
+        parse_request(many, batch=True, max_events=10, max_event_bytes=1000)
+    big = b'{"batch": [{"p": "' + b"x" * 2000 + b'"}]}'
+    with pytest.raises(BadRequest, match=r"batch\[0\]"):
+        parse_request(big, batch=True, max_events=10, max_event_bytes=1000)
+
+
+def test_timestamps() -> None:
+    assert parse_timestamp("2026-11-23T10:00:00+02:00", "t") == datetime(2026, 11, 23, 8)
+    assert parse_timestamp(None, "t") is None
+    with pytest.raises(ValueError, match="outside"):
+        parse_timestamp("1970-01-01T00:00:00Z", "timestamp")
+    assert corrected_timestamp(None, None, RECEIVED) == RECEIVED
