@@ -293,9 +293,17 @@ def _worker(
     pool = [
         threading.Thread(
             target=_client_thread,
-            args=(port, head, templates, f"{run_id}-{index:02d}{t:02d}", batch_size,
-                  start_at, stop_at, results[t]),
-        )  # fmt: skip
+            args=(
+                port,
+                head,
+                templates,
+                f"{run_id}-{index:02d}{t:02d}",
+                batch_size,
+                start_at,
+                stop_at,
+                results[t],
+            ),
+        )
         for t in range(threads)
     ]
     for thread in pool:
@@ -321,9 +329,19 @@ def run_load(
     workers = [
         ctx.Process(
             target=_worker,
-            args=(i, shares[i], port, write_key, templates, args.batch_size, run_id,
-                  start_at, stop_at, queue),
-        )  # fmt: skip
+            args=(
+                i,
+                shares[i],
+                port,
+                write_key,
+                templates,
+                args.batch_size,
+                run_id,
+                start_at,
+                stop_at,
+                queue,
+            ),
+        )
         for i in range(procs)
     ]
     for worker in workers:
@@ -361,9 +379,31 @@ def http_get(port: int, path: str, timeout: float = 2) -> tuple[int, bytes]:
         conn.close()
 
 
+# Runs the real CLI with experiment hooks, seamline itself unchanged: --duckdb-set runs SET
+# statements on every DuckDB connection the server opens; --switch-interval sets the GIL's.
+_BOOT = """
+import json, sys
+import duckdb
+hooks = json.loads(sys.argv[1])
+if hooks["switch_interval"]:
+    sys.setswitchinterval(hooks["switch_interval"])
+_connect = duckdb.connect
+def connect(*args, **kwargs):
+    con = _connect(*args, **kwargs)
+    for statement in hooks["duckdb_set"]:
+        con.execute(statement)
+    return con
+duckdb.connect = connect
+sys.argv = ["seamline", *sys.argv[2:]]
+from seamline.cli import main
+main()
+"""
+
+
 class ServerProcess:
-    def __init__(self, data: Path, port: int, env: dict[str, str]):
+    def __init__(self, data: Path, port: int, env: dict[str, str], hooks: dict[str, Any]):
         self.data, self.port = data, port
+        self.hooks = hooks
         self.log_path = data.parent / "serve.log"
         self.env = {**os.environ, **env}
         self.proc: subprocess.Popen[bytes] | None = None
@@ -371,11 +411,24 @@ class ServerProcess:
 
     def start(self, timeout: float = 60) -> None:
         with self.log_path.open("ab") as log:
+            launcher = ["-m", "seamline"]
+            if any(self.hooks.values()):
+                launcher = ["-c", _BOOT, json.dumps(self.hooks)]
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "seamline", "--data", str(self.data), "serve",
-                 "--port", str(self.port)],
-                stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=ROOT,
-            )  # fmt: skip
+                [
+                    sys.executable,
+                    *launcher,
+                    "--data",
+                    str(self.data),
+                    "serve",
+                    "--port",
+                    str(self.port),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                cwd=ROOT,
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -420,12 +473,64 @@ class ServerProcess:
             raise RuntimeError(f"server ignored SIGTERM for {timeout}s") from None
 
 
+def busy_cpu_seconds() -> float:
+    """CPU seconds all processes of the machine spent busy since boot (from /proc/stat)."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    return (sum(values[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def git_revision() -> str | None:
+    """Commit of the code under test, with "+dirty" when seamline/ has local changes."""
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(ROOT), "status", "--porcelain", "--", "seamline"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("+dirty" if dirty else "")
+
+
+def wait_for_idle(limit: float, threshold: float = 0.3) -> float:
+    """Wait (up to ``limit`` s) until the machine's other load is under ``threshold`` cores."""
+    deadline = time.monotonic() + limit
+    while True:
+        busy0 = busy_cpu_seconds()
+        time.sleep(2)
+        cores = (busy_cpu_seconds() - busy0) / 2
+        if cores < threshold or time.monotonic() >= deadline:
+            return cores
+
+
 def add_source(data: Path) -> str:
     result = subprocess.run(
-        [sys.executable, "-m", "seamline", "--data", str(data), "--json",
-         "sources", "add", "bench", "--channel", "mobile"],
-        capture_output=True, text=True, timeout=120, cwd=ROOT,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "seamline",
+            "--data",
+            str(data),
+            "--json",
+            "sources",
+            "add",
+            "bench",
+            "--channel",
+            "mobile",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
     if result.returncode != 0:
         raise RuntimeError(f"sources add failed: {result.stderr}")
     return str(json.loads(result.stdout)["write_key"])
@@ -453,13 +558,21 @@ def parse_ceiling(bodies: list[bytes], seconds: float) -> dict[str, float]:
             max_event_bytes=settings.max_event_bytes,
         )
         ctx = IngestContext(
-            source_id="src_bench", channel="mobile", unit=None, received_at=utcnow(),
-            client_ip="127.0.0.1", fill_ip=True, skew_flag_seconds=settings.skew_flag_seconds,
-        )  # fmt: skip
+            source_id="src_bench",
+            channel="mobile",
+            unit=None,
+            received_at=utcnow(),
+            client_ip="127.0.0.1",
+            fill_ip=True,
+            skew_flag_seconds=settings.skew_flag_seconds,
+        )
         rows, failed = normalise_events(
-            parsed.events, ctx, batch_sent_at=parsed.sent_at,
-            batch_context=parsed.context, batch_integrations=parsed.integrations,
-        )  # fmt: skip
+            parsed.events,
+            ctx,
+            batch_sent_at=parsed.sent_at,
+            batch_context=parsed.context,
+            batch_integrations=parsed.integrations,
+        )
         assert not failed, failed[0]
         return rows
 
@@ -495,24 +608,64 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=20, help="load duration (default 20)")
     parser.add_argument("--clients", type=int, default=8, help="concurrent connections (8)")
-    parser.add_argument("--procs", type=int, default=1,
-                        help="client processes the connections are spread over (1)")  # fmt: skip
+    parser.add_argument(
+        "--procs", type=int, default=1, help="client processes the connections are spread over (1)"
+    )
     parser.add_argument("--batch-size", type=int, default=100, help="events per request (100)")
-    parser.add_argument("--parse-seconds", type=float, default=3,
-                        help="duration of the parse-only measurement (3)")  # fmt: skip
-    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
-                        help="server environment, e.g. SEAMLINE_GROUP_COMMIT_EVENTS=10000")  # fmt: skip
+    parser.add_argument(
+        "--parse-seconds", type=float, default=3, help="duration of the parse-only measurement (3)"
+    )
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="server environment, e.g. SEAMLINE_GROUP_COMMIT_EVENTS=10000",
+    )
+    parser.add_argument(
+        "--duckdb-set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="experiment: run SET NAME=VALUE on the server's DuckDB connection, "
+        "e.g. wal_autocheckpoint='256MB' (not a seamline setting)",
+    )
+    parser.add_argument(
+        "--switch-interval",
+        type=float,
+        default=0,
+        metavar="SECONDS",
+        help="experiment: sys.setswitchinterval() in the server (CPython's default is 0.005)",
+    )
+    parser.add_argument(
+        "--wait-idle",
+        type=float,
+        default=0,
+        metavar="SECONDS",
+        help="first wait up to this long for other load to drop under 0.3 cores",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary workspace")
     parser.add_argument("--label", default="", help="free text stored with the results")
     parser.add_argument("--no-save", action="store_true", help="do not write bench/results/")
     args = parser.parse_args(argv)
 
+    if args.wait_idle:
+        print(f"other load before start: {wait_for_idle(args.wait_idle):.2f} cores", flush=True)
     env = dict(item.split("=", 1) for item in args.env)
     settings_env = {k: v for k, v in {**os.environ, **env}.items() if k.startswith("SEAMLINE_")}
     tmp = Path(tempfile.mkdtemp(prefix="seamline-bench-"))
     data = tmp / "workspace"
-    server = ServerProcess(data, free_port(), env)
-    print(f"workspace {data}; server settings {settings_env or 'defaults'}", flush=True)
+    hooks = {
+        "duckdb_set": [f"SET {statement}" for statement in args.duckdb_set],
+        "switch_interval": args.switch_interval,
+    }
+    server = ServerProcess(data, free_port(), env, hooks)
+    print(
+        f"workspace {data}; server settings {settings_env or 'defaults'}"
+        + (f"; DuckDB SET {', '.join(args.duckdb_set)}" if args.duckdb_set else "")
+        + (f"; switch interval {args.switch_interval}" if args.switch_interval else ""),
+        flush=True,
+    )
     try:
         server.start()
         write_key = add_source(data)
@@ -524,13 +677,15 @@ def main(argv: list[str] | None = None) -> int:
             f"{args.seconds:g} s ...",
             flush=True,
         )
-        cpu0, wall0 = server.cpu_seconds(), time.monotonic()
+        load_before = os.getloadavg()[0]
+        cpu0, busy0, wall0 = server.cpu_seconds(), busy_cpu_seconds(), time.monotonic()
         results = run_load(server.port, write_key, templates, args)
         server_cpu = server.cpu_seconds() - cpu0
+        busy = busy_cpu_seconds() - busy0
         server_wall = time.monotonic() - wall0
         hwm_kb = server.read_hwm()
         code = server.stop()
-        if code != 0:
+        if code not in (0, -signal.SIGTERM):  # uvicorn re-raises SIGTERM after draining
             print(f"warning: server exited with {code}:\n{server.log_tail()}", file=sys.stderr)
 
         import duckdb
@@ -570,6 +725,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "label": args.label,
+        "revision": git_revision(),
         "machine": {
             "cpus": os.cpu_count(),
             "platform": platform.platform(),
@@ -582,6 +738,8 @@ def main(argv: list[str] | None = None) -> int:
             "batch_size": args.batch_size,
             "body_bytes_avg": round(body_bytes),
             "server_env": settings_env,
+            "duckdb_set": args.duckdb_set,
+            "switch_interval": args.switch_interval,
         },
         "requests": requests,
         "statuses": statuses,
@@ -603,25 +761,45 @@ def main(argv: list[str] | None = None) -> int:
         "ratio_to_parse_ceiling": round(durable_rate / ceiling_rate, 3) if ceiling_rate else None,
         "server_rss_peak_mib": round(hwm_kb / 1024, 1) if hwm_kb else None,
         "server_cpu_cores": round(server_cpu / server_wall, 2),
+        # Server CPU time per acknowledged event: comparable even when other load steals cores.
+        "server_cpu_us_per_event": round(1e6 * server_cpu / acked, 1) if acked else None,
         "client_cpu_cores": round(client_cpu / window, 2) if window > 0 else None,
+        # Everything else the machine ran meanwhile (spawning the clients included).
+        "other_cpu_cores": round(max(0.0, busy - server_cpu - client_cpu) / server_wall, 2),
+        "loadavg_1m_before": round(load_before, 2),
         "server_exit_code": code,
     }
 
     lat = summary["latency_ms"]
     print()
-    print(f"durable (200 + committed): {durable_rate:,.0f} events/s "
-          f"({summary['requests_per_s']} req/s over {window:.1f} s)")  # fmt: skip
-    print(f"parse-only ceiling (1 core): {ceiling_rate:,.0f} events/s "
-          f"-> ratio {summary['ratio_to_parse_ceiling']}; with Arrow table build: "
-          f"{ceiling['parse_normalise_arrow_events_per_s']:,.0f} events/s")  # fmt: skip
-    print(f"latency (200s): p50 {lat['p50']} ms, p90 {lat['p90']} ms, p99 {lat['p99']} ms, "
-          f"max {lat['max']} ms")  # fmt: skip
+    print(
+        f"durable (200 + committed): {durable_rate:,.0f} events/s "
+        f"({summary['requests_per_s']} req/s over {window:.1f} s)"
+    )
+    print(
+        f"parse-only ceiling (1 core): {ceiling_rate:,.0f} events/s "
+        f"-> ratio {summary['ratio_to_parse_ceiling']}; with Arrow table build: "
+        f"{ceiling['parse_normalise_arrow_events_per_s']:,.0f} events/s"
+    )
+    print(
+        f"latency (200s): p50 {lat['p50']} ms, p90 {lat['p90']} ms, p99 {lat['p99']} ms, "
+        f"max {lat['max']} ms"
+    )
     print(f"statuses {statuses}; client errors {summary['client_errors']}")
-    print(f"server RSS peak {summary['server_rss_peak_mib']} MiB; CPU: server "
-          f"{summary['server_cpu_cores']} cores, load generator {summary['client_cpu_cores']}")  # fmt: skip
+    print(
+        f"server CPU per event {summary['server_cpu_us_per_event']} us "
+        f"(= {1e6 / (summary['server_cpu_us_per_event'] or 1e9):,.0f} events/s per busy core)"
+    )
+    print(
+        f"server RSS peak {summary['server_rss_peak_mib']} MiB; CPU: server "
+        f"{summary['server_cpu_cores']} cores, load generator {summary['client_cpu_cores']}, "
+        f"other processes {summary['other_cpu_cores']} (of {os.cpu_count()})"
+    )
     check = "OK" if summary["verified"] else "MISMATCH"
-    print(f"verification {check}: acknowledged {acked:,}, stored {stored:,}, "
-          f"failed_events {failed_stored}")  # fmt: skip
+    print(
+        f"verification {check}: acknowledged {acked:,}, stored {stored:,}, "
+        f"failed_events {failed_stored}"
+    )
     if not args.no_save:
         RESULTS.mkdir(exist_ok=True)
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")

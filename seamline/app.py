@@ -12,9 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from seamline.collect import Collector
-from seamline.errors import BadRequest, did_you_mean
+from seamline.errors import BadRequest, NotFound, did_you_mean
+from seamline.events.timestamps import utcnow
+from seamline.identity import ID_TYPES, IdentityRules
+from seamline.identity.service import IdentityService, candidate_keys
 from seamline.settings import Settings
 from seamline.store import SCOPES, AppendResult, Store, Writer
+from seamline.store import identity as identity_tables
 
 log = logging.getLogger("seamline")
 
@@ -28,6 +32,15 @@ class Workspace:
     def __init__(self, data_dir: Path, settings: Settings | None = None):
         self.data_dir = Path(data_dir)
         self.settings = settings or Settings.load(self.data_dir)
+        try:
+            self.rules = IdentityRules.from_settings(
+                self.settings.phone_region,
+                self.settings.identity_caps,
+                self.settings.identity_max_component,
+                self.settings.identity_blocked_values,
+            )
+        except ValueError as exc:
+            raise BadRequest(str(exc), code="invalid_setting") from None
         self.store = Store.open(self.data_dir)
         self.writer = Writer(
             self.store,
@@ -35,6 +48,7 @@ class Workspace:
             group_commit_events=self.settings.group_commit_events,
             group_commit_wait_ms=self.settings.group_commit_wait_ms,
             retry_after_seconds=self.settings.retry_after_seconds,
+            identity=IdentityService(self.rules),
         ).start()
         self.collector = Collector(self.store, self.writer, self.settings)
         self._closed = False
@@ -98,3 +112,112 @@ class Workspace:
 
     def failed_events(self, limit: int = 100) -> list[dict[str, Any]]:
         return self.store.failed_events(limit)
+
+    # -- identity ------------------------------------------------------------------
+    def _person_of(self, identifier: str) -> tuple[str, str, str] | None:
+        with self.store.cursor() as cur:
+            found = identity_tables.find_identities(cur, candidate_keys(identifier, self.rules))
+        return found[0] if found else None
+
+    def person(self, identifier: str, limit: int = 500) -> dict[str, Any]:
+        """One person's identities, how each was linked, refusals and timeline."""
+        found = self._person_of(identifier)
+        if found is None:
+            raise NotFound(self._unknown(identifier), code="unknown_identifier")
+        with self.store.cursor() as cur:
+            profile = identity_tables.person_profile(cur, found[2], limit)
+        profile["matched"] = {"kind": found[0], "value": found[1]}
+        return profile
+
+    def _unknown(self, identifier: str) -> str:
+        if not candidate_keys(identifier, self.rules):
+            return (f"'{identifier}' is a placeholder value (like 'undefined' or all zeros); "
+                    "it never identifies anyone.")  # fmt: skip
+        with self.store.cursor() as cur:
+            for key in candidate_keys(identifier, self.rules):
+                detail = identity_tables.is_hub(cur, key)
+                if detail:
+                    return (f"{key[0]} '{key[1]}' is shared ({detail}), so it links nobody; "
+                            "look a person up by their user id.")  # fmt: skip
+        return (f"No person has the identifier '{identifier}'. Identifiers are user ids, "
+                "anonymous ids, device ids, emails and phone numbers.")  # fmt: skip
+
+    def explain(self, first: str, second: str) -> dict[str, Any]:
+        """Why two identifiers are, or are not, the same person."""
+        sides = []
+        for identifier in (first, second):
+            found = self._person_of(identifier)
+            entry: dict[str, Any] = {"identifier": identifier, "person_id": None}
+            if found is None:
+                entry["note"] = self._unknown(identifier)
+            else:
+                kind, value, person = found
+                with self.store.cursor() as cur:
+                    row = cur.execute(
+                        "SELECT message_id, linked_via, first_seen FROM identities "
+                        "WHERE id_type = ? AND id_value = ?", [kind, value]).fetchone()  # fmt: skip
+                entry.update(kind=kind, value=value, person_id=person)
+                with self.store.cursor() as cur:
+                    shared = identity_tables.is_hub(cur, (kind, value))
+                if shared:
+                    entry["shared"] = (f"shared ({shared}): it stays with the person it first "
+                                       "linked to and links nobody else")  # fmt: skip
+                if row:
+                    entry.update(message_id=row[0], linked_via=row[1],
+                                 first_seen=row[2].isoformat())  # fmt: skip
+            sides.append(entry)
+        same = sides[0]["person_id"] is not None and sides[0]["person_id"] == sides[1]["person_id"]
+        values = [s.get("value", s["identifier"]) for s in sides]
+        persons = [s["person_id"] or "" for s in sides]
+        with self.store.cursor() as cur:
+            # refusals about either identifier, or made on one person's event against the other
+            refusals = cur.execute(
+                "SELECT r.refused_at, r.id_type, r.id_value, r.reason, r.detail, r.message_id "
+                "FROM identity_refusals r WHERE r.id_value IN (?, ?) OR (r.person_id IN (?, ?) "
+                "AND EXISTS (SELECT 1 FROM events_resolved e WHERE e.message_id = r.message_id "
+                "AND e.resolved_person_id IN (?, ?) AND e.resolved_person_id <> r.person_id)) "
+                "ORDER BY r.refused_at LIMIT 20",
+                [*values, *persons, *persons],
+            ).fetchall()
+            merges = []
+            if same:
+                merges = cur.execute(
+                    "SELECT merged_at, loser, message_id, via FROM person_merges "
+                    "WHERE winner = ? ORDER BY merged_at", [sides[0]["person_id"]]
+                ).fetchall()  # fmt: skip
+        if same:
+            verdict = "same person"
+        elif None in (sides[0]["person_id"], sides[1]["person_id"]):
+            verdict = "not the same person: an identifier is unknown, placeholder or shared"
+        elif refusals:
+            verdict = "not the same person: a link between them was refused (see refusals)"
+        else:
+            verdict = "not the same person: no event links them"
+        return {
+            "same_person": same,
+            "verdict": verdict,
+            "identifiers": sides,
+            "merges": [{"at": m[0].isoformat(), "merged_person": m[1], "message_id": m[2],
+                        "via": m[3]} for m in merges],
+            "refusals": [{"at": r[0].isoformat(), "kind": r[1], "value": r[2], "reason": r[3],
+                          "detail": r[4], "message_id": r[5]} for r in refusals],
+        }  # fmt: skip
+
+    def rebuild_identity(self) -> dict[str, Any]:
+        """Recompute persons from every stored identifier (connected components) and compare."""
+        from seamline.identity.identifiers import normalise
+
+        def phone(value: str) -> str | None:
+            return normalise("phone", value, self.rules)
+
+        priority = {id_type: rank for rank, id_type in enumerate(ID_TYPES)}
+        with self.store.cursor() as cur:
+            return identity_tables.rebuild(cur, self.rules.blocked_list(), phone, priority)
+
+    def forget(self, identifier: str) -> dict[str, Any]:
+        """Delete a person's events, identities and derived rows; suppress their identifiers."""
+        result: dict[str, Any] = self.writer.call(
+            lambda con: self.writer.identity.forget(con, identifier, utcnow())
+        ).result()
+        return result
+

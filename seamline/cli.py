@@ -17,7 +17,14 @@ from typing import Any, TypeVar
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from seamline import __version__
@@ -116,8 +123,8 @@ def demo(ctx: Context, host: str, port: int, people: int, seed: int, no_serve: b
     with Workspace(ctx.data) as workspace:
         summary = build_demo(workspace, people=people, seed=seed, console=err)
     ctx.emit(summary, lambda: err.print(
-        f"Demo workspace ready: {summary['events']} events from {summary['people']} people "
-        f"in {len(summary['sources'])} sources."
+        f"Demo workspace ready: {summary['people']} people, {summary['events']} new events "
+        f"({summary['duplicates']} already there) in {len(summary['sources'])} sources."
     ))  # fmt: skip
     if not no_serve:
         _serve(ctx, host, port, run)
@@ -224,7 +231,11 @@ def import_(ctx: Context, files: tuple[Path, ...], source_name: str) -> None:
             for path in files:
                 task = progress.add_task(path.name, total=path.stat().st_size)
                 unreadable = Unreadable()
-                for chunk in read_events(path, unreadable, lambda n, t=task: progress.advance(t, n)):
+
+                def advance(n: int, task: TaskID = task) -> None:
+                    progress.advance(task, n)
+
+                for chunk in read_events(path, unreadable, advance):
                     result = ws.import_events(source_name, chunk)
                     for key in ("stored", "duplicates", "failed"):
                         totals[key] += result[key]
@@ -285,3 +296,102 @@ def failed(ctx: Context, limit: int) -> None:
                       highlight=False)  # fmt: skip
 
     ctx.emit(result, human)
+
+
+# -- identity --------------------------------------------------------------------------
+@main.command()
+@click.argument("identifier")
+@click.option("--limit", default=200, show_default=True, help="Most timeline events shown.")
+@pass_ctx
+@handle_errors
+def person(ctx: Context, identifier: str, limit: int) -> None:
+    """One person (by any identifier): identities, how each linked, refusals, timeline."""
+    with _open(ctx) as ws:
+        result = ws.person(identifier, limit)
+
+    def human() -> None:
+        out.print(f"[bold]person {result['person_id']}[/]  ({result['event_count']} events)")
+        table = Table("kind", "value", "first seen", "linked via", "message")
+        for i in result["identities"]:
+            table.add_row(i["kind"], i["value"], i["first_seen"], i["linked_via"] or "(seed)",
+                          i["message_id"] or "")  # fmt: skip
+        out.print(table)
+        for m in result["merged"]:
+            out.print(f"merged {m['person_id']} at {m['at']} via {m['via']} ({m['message_id']})")
+        for r in result["refused"]:
+            out.print(f"[yellow]refused[/] {r['kind']} {r['value']}: {r['reason']} ({r['detail']})")
+        timeline = Table("time", "channel", "unit", "source", "type", "event")
+        for e in result["events"]:
+            timeline.add_row(e["timestamp"], e["channel"] or "", e["unit"] or "",
+                             e["source"] or "", e["type"], e["event"] or "")  # fmt: skip
+        out.print(timeline)
+
+    ctx.emit(result, human)
+
+
+@main.group()
+def identity() -> None:
+    """Identity graph: rebuild and explain."""
+
+
+@identity.command("rebuild")
+@pass_ctx
+@handle_errors
+def identity_rebuild(ctx: Context) -> None:
+    """Recompute persons from all stored identifiers and report differences."""
+    with err.status("Rebuilding the identity graph (connected components)..."), _open(ctx) as ws:
+        result = ws.rebuild_identity()
+
+    def human() -> None:
+        out.print(
+            f"{result['identifiers']} identifiers, {result['components']} persons, "
+            f"{result['hubs']} shared identifiers; incremental map "
+            + ("agrees." if result["agrees"] else
+               f"differs: {result['split_in_incremental']} persons split, "
+               f"{result['merged_in_incremental_only']} merged only incrementally.")
+        )  # fmt: skip
+
+    ctx.emit(result, human)
+
+
+@identity.command("explain")
+@click.argument("first")
+@click.argument("second")
+@pass_ctx
+@handle_errors
+def identity_explain(ctx: Context, first: str, second: str) -> None:
+    """Say why two identifiers are, or are not, the same person."""
+    with _open(ctx) as ws:
+        result = ws.explain(first, second)
+
+    def human() -> None:
+        out.print(f"[bold]{result['verdict']}[/]")
+        for side in result["identifiers"]:
+            if side["person_id"] is None:
+                out.print(f"  {side['identifier']}: {side['note']}")
+            else:
+                out.print(f"  {side['kind']} {side['value']} -> person {side['person_id']}, "
+                          f"linked via {side.get('linked_via') or '(seed)'} "
+                          f"in message {side.get('message_id')}")  # fmt: skip
+        for r in result["refusals"]:
+            out.print(f"  refused {r['kind']} {r['value']}: {r['reason']} ({r['detail']})")
+
+    ctx.emit(result, human)
+
+
+@main.command()
+@click.argument("identifier")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@pass_ctx
+@handle_errors
+def forget(ctx: Context, identifier: str, yes: bool) -> None:
+    """Delete a person everywhere and suppress their identifiers (GDPR)."""
+    if not yes and not ctx.json and sys.stdin.isatty():
+        click.confirm(f"Delete every event and identifier of the person '{identifier}'?",
+                      abort=True)  # fmt: skip
+    with _open(ctx) as ws:
+        result = ws.forget(identifier)
+    ctx.emit(result, lambda: err.print(
+        f"deleted person {result['person_id']}: {result['deleted']['events']} events, "
+        f"{len(result['suppressed'])} identifiers now suppressed"
+    ))  # fmt: skip

@@ -12,6 +12,7 @@ import json
 import os
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import msgspec
@@ -20,7 +21,35 @@ from seamline.app import Workspace
 from seamline.errors import SeamlineError, StoreUnavailable
 
 
-class RemoteWorkspace:
+class _IdentityCalls:
+    """Identity methods of :class:`RemoteWorkspace` (kept apart for readability)."""
+
+    _call: Any
+
+    def person(self, identifier: str, limit: int = 500) -> dict[str, Any]:
+        result: dict[str, Any] = self._call(
+            "GET", f"/api/persons/{quote(identifier, safe='')}", params={"limit": limit}
+        )
+        return result
+
+    def explain(self, first: str, second: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call(
+            "GET", "/api/identity/explain", params={"a": first, "b": second}
+        )
+        return result
+
+    def rebuild_identity(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("POST", "/api/identity/rebuild")
+        return result
+
+    def forget(self, identifier: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call(
+            "DELETE", f"/api/persons/{quote(identifier, safe='')}"
+        )
+        return result
+
+
+class RemoteWorkspace(_IdentityCalls):
     def __init__(self, url: str, token: str, data_dir: Path):
         self.url = url
         self.data_dir = data_dir

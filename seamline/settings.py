@@ -45,6 +45,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("trusted_proxies", "", "Comma-separated client addresses whose X-Forwarded-For is trusted."),
     Setting("cors_origins", "*", "Origins allowed to send from browsers ('*' echoes the Origin)."),
     Setting("shutdown_timeout_seconds", 8, "Seconds SIGTERM waits for in-flight requests before draining."),
+    Setting("phone_region", "US", "Region for phone numbers written without a country code."),
+    Setting(
+        "identity_caps", "", "Per-person identifier caps, e.g. 'email=5,anonymous_id=50' (per week)."
+    ),
+    Setting("identity_max_component", 200, "Most identifiers one person may hold; more is refused."),
+    Setting("identity_blocked_values", "", "Extra placeholder ids that never link, comma-separated."),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -65,6 +71,10 @@ class Settings:
     trusted_proxies: str = _BY_NAME["trusted_proxies"].default
     cors_origins: str = _BY_NAME["cors_origins"].default
     shutdown_timeout_seconds: int = _BY_NAME["shutdown_timeout_seconds"].default
+    phone_region: str = _BY_NAME["phone_region"].default
+    identity_caps: str = _BY_NAME["identity_caps"].default
+    identity_max_component: int = _BY_NAME["identity_max_component"].default
+    identity_blocked_values: str = _BY_NAME["identity_blocked_values"].default
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @classmethod

@@ -48,8 +48,10 @@ class SenderStats:
     resent_batches: set[str] = field(default_factory=set)  # posted again after a failed try
     statuses: Counter[str] = field(default_factory=Counter)
     retry_after: list[str | None] = field(default_factory=list)  # header of every 503
+    error_codes: Counter[str] = field(default_factory=Counter)  # "code" of each 503 body
     unexpected: list[str] = field(default_factory=list)  # anything but 200/503/conn. error
     rejected_ids: set[str] = field(default_factory=set)  # batches given up on after a 503
+    latencies: list[float] = field(default_factory=list)  # seconds, of each 200 answer
 
 
 class Sender:
@@ -57,7 +59,6 @@ class Sender:
 
     ``retry=False`` gives up on a batch after its first 503 (overload test) and
     records its ids in ``rejected_ids``; connection errors are still retried.
-    ``url`` is read on each attempt, so the server may move ports (it does not here).
     """
 
     def __init__(self, url: str, write_key: str, *, threads: int = 4, batch_size: int = 100,
@@ -133,10 +134,17 @@ class Sender:
                     self.stats.acked_ids.update(event["messageId"] for event in events)
                     self.stats.acked_batches += 1
                     self.stats.acked_attempt[batch_id] = attempt - 1
+                    self.stats.latencies.append(response.elapsed.total_seconds())
                 return
             if response.status_code == 503:
+                try:
+                    body = response.json()
+                    code = f"{body['code']}" if isinstance(body.get("message"), str) else "?"
+                except (ValueError, KeyError, AttributeError):
+                    code = "not-the-error-envelope"
                 with self._lock:
                     self.stats.retry_after.append(response.headers.get("retry-after"))
+                    self.stats.error_codes[code] += 1
                 if not self.retry:
                     with self._lock:
                         self.stats.rejected_ids.update(e["messageId"] for e in events)

@@ -43,8 +43,9 @@ def test_error_envelope_shape(server: Server) -> None:
         httpx.get(server.url + "/nowhere"),
         httpx.get(server.url + "/api/stats"),
         httpx.post(server.url + "/api/sources", json={"name": "x"}, headers=headers),
-        httpx.post(server.url + "/api/sources", json={"name": "x", "channel": "tv"},
-                   headers=headers),  # fmt: skip
+        httpx.post(
+            server.url + "/api/sources", json={"name": "x", "channel": "tv"}, headers=headers
+        ),
         httpx.post(server.url + "/v1/batch", content=b"{"),
     ]
     for response in responses:

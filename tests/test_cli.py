@@ -8,7 +8,9 @@ from tests.conftest import Server, run_cli
 
 
 def test_sources_and_tokens_contract(data_dir: Path) -> None:
-    source = run_cli(data_dir, "sources", "add", "ios-app", "--channel", "mobile", "--unit", "cards")
+    source = run_cli(
+        data_dir, "sources", "add", "ios-app", "--channel", "mobile", "--unit", "cards"
+    )
     assert set(source) == {"name", "channel", "unit", "write_key"}
     assert source["write_key"].startswith("sl_wk_") and source["unit"] == "cards"
     listed = run_cli(data_dir, "sources", "list")

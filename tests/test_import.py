@@ -54,9 +54,7 @@ def test_import_formats_keep_timestamps_and_dedupe(data_dir: Path, tmp_path: Pat
     assert again["stored"] == 0 and again["duplicates"] == 50
 
     with seamline.open(data_dir) as ws:
-        first = ws.store.query_one(
-            "SELECT timestamp, channel FROM events WHERE message_id = 'j0'"
-        )
+        first = ws.store.query_one("SELECT timestamp, channel FROM events WHERE message_id = 'j0'")
         assert first is not None and first[0].isoformat() == "2025-03-01T10:00:00"
         call = ws.store.query_one(
             "SELECT channel, properties->>'reason' FROM events WHERE message_id = 'c3'"
@@ -82,7 +80,8 @@ def test_import_errors_are_one_clear_line(data_dir: Path, tmp_path: Path) -> Non
     path.write_text("{}")
     result = run_cli(data_dir, "import", str(path), "--source", "backfil", check=False)
     assert result.returncode == 1
-    assert "No source named 'backfil'" in result.stderr and "Did you mean 'backfill'" in result.stderr
+    assert "No source named 'backfil'" in result.stderr
+    assert "Did you mean 'backfill'" in result.stderr
     assert "Traceback" not in result.stderr
     odd = tmp_path / "events.xml"
     odd.write_text("<x/>")

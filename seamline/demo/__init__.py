@@ -1,16 +1,10 @@
-"""Demo workspace generator (placeholder until the generator module lands)."""
+"""Demo workspace: a simulated mobile-first bank with planted cross-channel seams.
+
+See :mod:`seamline.demo.generator` for what is simulated and the true sizes of the seams.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from seamline.demo.generator import PLANTED, SOURCES, Planted, build_demo
 
-from rich.console import Console
-
-from seamline.app import Workspace
-
-
-def build_demo(workspace: Workspace, *, people: int, seed: int, console: Console) -> dict[str, Any]:
-    existing = {s["name"] for s in workspace.sources()}
-    if "ios-app" not in existing:
-        workspace.add_source("ios-app", "mobile", "digital")
-    return {"events": 0, "people": 0, "sources": workspace.sources()}
+__all__ = ["PLANTED", "SOURCES", "Planted", "build_demo"]

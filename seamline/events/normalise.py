@@ -23,7 +23,7 @@ EVENT_TYPES = ("track", "identify", "page", "screen", "group", "alias")
 #: Columns of a normalised event, in storage order (the store maps them to types).
 EVENT_COLUMNS: tuple[str, ...] = (
     "message_id", "source_id", "type", "event", "name", "category",
-    "user_id", "anonymous_id", "group_id", "previous_id",
+    "user_id", "anonymous_id", "group_id", "previous_id", "person_id",
     "channel", "unit",
     "timestamp", "original_timestamp", "sent_at", "received_at",
     "os_name", "os_version", "app_name", "app_version", "app_build",
@@ -32,6 +32,10 @@ EVENT_COLUMNS: tuple[str, ...] = (
     "properties", "traits", "context", "integrations", "metadata",
     "skew_flag", "retry_count",
 )  # fmt: skip
+
+#: Identity inputs carried beside the stored columns: they stay in the JSON, not in columns.
+CONTACT_COLUMNS: tuple[str, ...] = ("contact_email", "contact_phone")
+ROW_COLUMNS = EVENT_COLUMNS + CONTACT_COLUMNS
 
 _MAX_MESSAGE_ID = 255
 _json_encode = msgspec.json.Encoder().encode
@@ -68,7 +72,7 @@ class EventRows:
     """Column-oriented accumulator: one list per column, cheap to turn into Arrow."""
 
     columns: dict[str, list[Any]] = field(
-        default_factory=lambda: {name: [] for name in EVENT_COLUMNS}
+        default_factory=lambda: {name: [] for name in ROW_COLUMNS}
     )
 
     def __len__(self) -> int:
@@ -231,6 +235,14 @@ def _normalise_one(
     except InvalidTimestamp as exc:
         raise _Invalid("invalid_timestamp", str(exc).split(" ", 1)[0], str(exc)) from None
 
+    # identify traits first, then context.traits (any call) -- the rebuild uses the same rule
+    context_traits = context.get("traits") if isinstance(context.get("traits"), dict) else {}
+    contact_source = traits if kind == "identify" and traits else {}
+
+    def contact(name: str) -> Any:
+        own = contact_source.get(name)
+        return own if own is not None else context_traits.get(name)
+
     channel = _text(context.get("channel")) or ctx.channel
     unit = _text(context.get("unit")) or ctx.unit
     return {
@@ -273,6 +285,8 @@ def _normalise_one(
         "metadata": _json_encode(metadata).decode() if metadata is not None else None,
         "skew_flag": skew_flag,
         "retry_count": ctx.retry_count,
+        "contact_email": contact("email"),
+        "contact_phone": contact("phone"),
     }
 
 
@@ -316,15 +330,18 @@ def normalise_events(
                 batch_context=batch_context or {},
                 batch_integrations=batch_integrations or {},
             )
-        except _Invalid as exc:
+        except (_Invalid, RecursionError) as exc:
+            problem = exc
+            if isinstance(problem, RecursionError):  # deeper than the JSON codec goes
+                problem = _Invalid("too_deep", None, "the event is nested too deeply; flatten it")
             message_id = decoded.get("messageId") if isinstance(decoded, dict) else None
             failed.append(
                 FailedEvent(
                     source_id=ctx.source_id,
                     message_id=message_id if isinstance(message_id, str) else None,
-                    reason=exc.reason,
-                    field=exc.field,
-                    message=exc.message,
+                    reason=problem.reason,
+                    field=problem.field,
+                    message=problem.message,
                     raw=_raw_text(raw),
                     received_at=ctx.received_at,
                 )

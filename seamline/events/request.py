@@ -52,12 +52,27 @@ def _explain(exc: Exception) -> str:
     return text
 
 
+def _too_deep() -> BadRequest:
+    return BadRequest(
+        "Request body is nested too deeply to parse; flatten its properties.", code="too_deep"
+    )
+
+
 def parse_request(
     body: bytes, *, batch: bool, max_events: int, max_event_bytes: int
 ) -> ParsedRequest:
     """Parse a batch body (``{"batch": [...]}``) or a single-event body."""
     if not body.strip():
         raise BadRequest("Request body is empty; send a JSON object.", code="empty_body")
+    try:
+        # The batch decoder keeps events as raw bytes and does not check their strings,
+        # so bytes that are not UTF-8 would only surface (as a 500) when an event is decoded.
+        body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadRequest(
+            f"Request body is not valid JSON: it is not UTF-8 ({exc.reason} at byte {exc.start}).",
+            code="invalid_json",
+        ) from None
     if batch:
         try:
             envelope = _batch_decoder.decode(body)
@@ -70,6 +85,8 @@ def parse_request(
             raise BadRequest(
                 f"Request body is not valid JSON: {_explain(exc)}.", code="invalid_json"
             ) from None
+        except RecursionError:
+            raise _too_deep() from None
         if len(envelope.batch) > max_events:
             raise BadRequest(
                 f"Batch has {len(envelope.batch)} events; the limit is {max_events}. "
@@ -102,6 +119,8 @@ def parse_request(
         raise BadRequest(
             f"Request body is not valid JSON: {_explain(exc)}.", code="invalid_json"
         ) from None
+    except RecursionError:
+        raise _too_deep() from None
     if len(body) > max_event_bytes:
         raise BadRequest(
             f"Event is {len(body)} bytes; the limit is {max_event_bytes}. Trim its properties.",

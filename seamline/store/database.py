@@ -7,6 +7,7 @@ of the same database, one per call.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import secrets
@@ -88,6 +89,19 @@ class Token:
     scope: str
 
 
+def _quiet(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+    # DuckDB draws a progress bar on stdout for long queries, which would corrupt `--json`
+    # output; the option is per connection, so every cursor sets it.
+    con.execute("SET enable_progress_bar = false")
+    return con
+
+
+def _unregister(con: duckdb.DuckDBPyConnection, name: str) -> None:
+    # In an aborted transaction unregistering fails too; never let that hide the real error.
+    with contextlib.suppress(duckdb.Error):
+        con.unregister(name)
+
+
 def hash_secret(secret: str) -> str:
     # Tokens are 192-bit random strings, so a fast hash is enough (no password stretching).
     return hashlib.sha256(secret.encode()).hexdigest()
@@ -122,6 +136,7 @@ class Store:
                 f"Cannot open {path}: {exc}. The file (or its .wal) may be damaged; "
                 "it was left untouched."
             ) from None
+        _quiet(connection)
         store = cls(connection, path)
         store._migrate()
         return store
@@ -159,6 +174,7 @@ class Store:
     def cursor(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """A read cursor of its own (DuckDB cursors are not shared between threads)."""
         cur = self._connection.cursor()
+        _quiet(cur)
         try:
             yield cur
         finally:
@@ -177,7 +193,7 @@ class Store:
             return cur.execute(sql, list(params)).to_arrow_table()
 
     def writer_connection(self) -> duckdb.DuckDBPyConnection:
-        return self._connection.cursor()
+        return _quiet(self._connection.cursor())
 
     def checkpoint(self) -> None:
         with self._lock:
@@ -274,12 +290,13 @@ class Store:
         """
         stored: set[tuple[str, str]] = set()
         if len(rows):
-            staged = pa.Table.from_pydict(rows.columns, schema=_EVENTS_SCHEMA)
+            columns = {name: rows.columns[name] for name in EVENT_COLUMNS}
+            staged = pa.Table.from_pydict(columns, schema=_EVENTS_SCHEMA)
             con.register("_staged", staged)
             try:
-                stored = set(map(tuple, con.execute(_INSERT_EVENTS).fetchall()))  # type: ignore[arg-type]
+                stored = {(row[0], row[1]) for row in con.execute(_INSERT_EVENTS).fetchall()}
             finally:
-                con.unregister("_staged")
+                _unregister(con, "_staged")
         if failed:
             table = pa.Table.from_pylist(
                 [
@@ -294,7 +311,7 @@ class Store:
             try:
                 con.execute("INSERT INTO failed_events BY NAME SELECT * FROM _failed")
             finally:
-                con.unregister("_failed")
+                _unregister(con, "_failed")
         for name, value in counters.items():
             if value:
                 con.execute(
@@ -303,9 +320,9 @@ class Store:
         return stored
 
     def stats(self) -> dict[str, Any]:
+        # persons are stitched persons (events with no usable identifier belong to nobody)
         events, persons = self.query_one(
-            "SELECT count(*), count(DISTINCT coalesce(person_id, user_id, anonymous_id)) "
-            "FROM events"
+            "SELECT count(*), count(DISTINCT resolved_person_id) FROM events_resolved"
         ) or (0, 0)
         failed_row = self.query_one("SELECT count(*) FROM failed_events")
         counters = dict(self.query("SELECT name, value FROM counters"))

@@ -7,6 +7,8 @@ transaction as the append, and an integer key keeps the index fast.
 
 from __future__ import annotations
 
+from seamline.store import identity
+
 MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     (
         1,
@@ -87,4 +89,6 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
         INSERT INTO counters VALUES ('dropped_unknown_key', 0), ('dropped_suppressed', 0);
         """,
     ),
+    (2, "identity: persons, identities, merges, overrides, refusals, hubs, suppressions",
+     identity.MIGRATION),
 )

@@ -23,6 +23,7 @@ import duckdb
 
 from seamline.errors import Overloaded, SeamlineError, StoreUnavailable
 from seamline.events import EventRows, FailedEvent
+from seamline.identity.service import IdentityService
 from seamline.store.database import Store
 
 log = logging.getLogger("seamline.writer")
@@ -35,10 +36,11 @@ class AppendResult:
     duplicates: int
     failed: int
     reasons: dict[str, int] = field(default_factory=dict)  # failed events by reason code
+    suppressed: int = 0  # dropped: an identifier of a forgotten person
 
     def to_dict(self) -> dict[str, Any]:
         return {"stored": self.stored, "duplicates": self.duplicates, "failed": self.failed,
-                "reasons": dict(self.reasons)}  # fmt: skip
+                "reasons": dict(self.reasons), "suppressed": self.suppressed}  # fmt: skip
 
 
 @dataclass
@@ -71,9 +73,13 @@ class Writer:
         group_commit_events: int = 5000,
         group_commit_wait_ms: int = 2,
         retry_after_seconds: int = 2,
+        identity: IdentityService | None = None,
     ):
         self._store = store
         self._con = store.writer_connection()
+        # Identity runs in the writer's transaction, so persons are committed with events.
+        self.identity = identity or IdentityService()
+        self.identity.reload(self._con)
         self._queue: deque[_Append | _Call] = deque()
         self._queued_events = 0
         self._cond = threading.Condition()
@@ -191,13 +197,15 @@ class Writer:
         rows = EventRows()
         failed: list[FailedEvent] = []
         counters: dict[str, int] = {}
-        owned: list[list[tuple[str, str]]] = []
+        owned = [job.rows.keys() for job in jobs]
+        unique = len(set().union(*owned)) == sum(map(len, owned))
         seen: set[tuple[str, str]] = set()
-        for job in jobs:
-            keys = job.rows.keys()
-            owned.append(keys)
-            if len(jobs) == 1 and len(set(keys)) == len(keys):
-                rows = job.rows
+        for job, keys in zip(jobs, owned, strict=True):
+            if unique:  # the common case: whole columns, no per-row copying
+                if len(jobs) == 1:
+                    rows = job.rows
+                else:
+                    rows.extend(job.rows)
             else:  # drop repeats inside the group; the first copy wins
                 for index, key in enumerate(keys):
                     if key not in seen:
@@ -209,27 +217,43 @@ class Writer:
         con = self._con
         con.execute("BEGIN")
         try:
+            rows, suppressed = self.identity.stitch(con, rows)
+            if suppressed:
+                counters["dropped_suppressed"] = (
+                    counters.get("dropped_suppressed", 0) + len(suppressed)
+                )
             stored = Store.append_events(con, rows, failed, counters)
             con.execute("COMMIT")
         except BaseException:
-            try:
-                con.execute("ROLLBACK")
-            except duckdb.Error:
-                pass
+            self._rollback()
             raise
         self.commits += 1
         for job, keys in zip(jobs, owned, strict=True):
-            mine = 0
+            mine = dropped = 0
             for key in keys:
                 if key in stored:
                     stored.discard(key)  # count each stored key for its first owner only
                     mine += 1
+                elif key in suppressed:
+                    suppressed.discard(key)
+                    dropped += 1
             reasons: dict[str, int] = {}
             for failure in job.failed:
                 reasons[failure.reason] = reasons.get(failure.reason, 0) + 1
             job.future.set_result(
-                AppendResult(mine, len(keys) - mine, len(job.failed), reasons)
+                AppendResult(mine, len(keys) - mine - dropped, len(job.failed), reasons, dropped)
             )
+
+    def _rollback(self) -> None:
+        """Undo the open transaction and the identity graph's in-memory changes with it."""
+        try:
+            self._con.execute("ROLLBACK")
+        except duckdb.Error:
+            pass
+        try:
+            self.identity.reload(self._con)
+        except duckdb.Error as exc:  # the store itself is failing; the next commit will say
+            log.error("could not reload the identity graph after a rollback: %s", exc)
 
     def _run_call(self, job: _Call) -> None:
         con = self._con
@@ -238,10 +262,7 @@ class Writer:
             result = job.fn(con)
             con.execute("COMMIT")
         except BaseException as exc:  # noqa: BLE001
-            try:
-                con.execute("ROLLBACK")
-            except duckdb.Error:
-                pass
+            self._rollback()
             self._fail(job, exc)
             return
         job.future.set_result(result)

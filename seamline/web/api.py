@@ -155,4 +155,26 @@ def install_api(app: FastAPI, workspace: Workspace, local_secret: str | None) ->
         """Import events for a source, keeping their timestamps (used by `seamline import`)."""
         return workspace.import_events(body.source, body.events)
 
+    @router.get("/persons/{identifier}", tags=["identity"])
+    def person(
+        identifier: str, principal: Reader, limit: Annotated[int, Query(ge=1, le=10000)] = 500
+    ) -> dict[str, Any]:
+        """A person (found by any identifier): identities, how each linked, refusals, timeline."""
+        return workspace.person(identifier, limit)
+
+    @router.get("/identity/explain", tags=["identity"])
+    def explain(a: str, b: str, principal: Reader) -> dict[str, Any]:
+        """Why two identifiers are, or are not, the same person."""
+        return workspace.explain(a, b)
+
+    @router.post("/identity/rebuild", tags=["identity"])
+    def rebuild(principal: Admin) -> dict[str, Any]:
+        """Recompute persons as connected components and report differences."""
+        return workspace.rebuild_identity()
+
+    @router.delete("/persons/{identifier}", tags=["identity"])
+    def forget(identifier: str, principal: Admin) -> dict[str, Any]:
+        """GDPR: delete the person's events and identities; suppress their identifiers."""
+        return workspace.forget(identifier)
+
     app.include_router(router)

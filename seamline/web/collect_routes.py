@@ -18,6 +18,7 @@ from seamline.collect import RequestInfo, read_limited
 from seamline.errors import BadRequest
 
 SUCCESS = b'{"success":true}'
+MAX_RETRY_COUNT = 2**31 - 1
 SINGLE_ROUTES = {
     "track": "track", "identify": "identify", "page": "page", "screen": "screen",
     "group": "group", "alias": "alias",
@@ -64,9 +65,10 @@ def _client_ip(request: Request, trusted: set[str]) -> str | None:
 
 def _retry_count(request: Request) -> int:
     try:
-        return max(0, int(request.headers.get("x-retry-count", "0")))
+        count = int(request.headers.get("x-retry-count", "0"))
     except ValueError:
         return 0
+    return min(max(0, count), MAX_RETRY_COUNT)  # stored as INTEGER: a huge value must not 503
 
 
 def install_collect_routes(app: FastAPI, workspace: Workspace) -> None:

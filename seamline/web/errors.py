@@ -25,6 +25,11 @@ def install_error_handlers(app: FastAPI) -> None:
         headers = {}
         if isinstance(exc, Overloaded):
             headers["Retry-After"] = str(exc.retry_after)
+        if not request.url.path.startswith("/api") and request.headers.get("origin"):
+            # Browsers may read the error (and Retry-After) of a collection route.
+            headers["Access-Control-Allow-Origin"] = request.headers["origin"]
+            headers["Access-Control-Expose-Headers"] = "Retry-After"
+            headers["Vary"] = "Origin"
         return error_response(exc.status, exc.code, exc.message, headers)
 
     @app.exception_handler(RequestValidationError)

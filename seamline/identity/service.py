@@ -1,0 +1,144 @@
+"""Identity on the write path: stitch each group of events inside the writer's transaction.
+
+:class:`IdentityService` is owned by the writer thread. It loads the graph once,
+stitches every group before the append (so ``events.person_id`` is written with the
+event and analyses see persons at once), persists the graph's changes in the same
+transaction, and drops events of suppressed (forgotten) identifiers at the door.
+If a transaction fails, :meth:`reload` restores the in-memory graph from the store.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import duckdb
+
+from seamline.errors import NotFound
+from seamline.events import EventRows
+from seamline.identity.identifiers import ID_TYPES, IdentityRules, normalise
+from seamline.identity.stitcher import Key, Stitcher
+from seamline.store import identity as tables
+
+
+def candidate_keys(value: str, rules: IdentityRules) -> list[Key]:
+    """Every (type, normalised value) an identifier typed by a person could be."""
+    keys = []
+    for id_type in ID_TYPES:
+        normalised = normalise(id_type, value, rules)
+        if normalised is not None and (id_type != "phone" or any(c.isdigit() for c in value)):
+            keys.append((id_type, normalised))
+    return keys
+
+
+class IdentityService:
+    def __init__(self, rules: IdentityRules | None = None):
+        self.rules = rules or IdentityRules()
+        self.stitcher = Stitcher(self.rules)
+        self.suppressed: set[str] = set()
+        self._cache: dict[tuple[str, Any], str | None] = {}
+
+    def reload(self, con: duckdb.DuckDBPyConnection) -> None:
+        state, suppressed = tables.load_state(con)
+        self.stitcher = Stitcher(self.rules, state)
+        self.suppressed = suppressed
+
+    def _normalised(self, id_type: str, raw: Any) -> str | None:
+        # Most events repeat identifiers already seen: cache their canonical form.
+        cache_key = (id_type, raw)
+        try:
+            return self._cache[cache_key]
+        except KeyError:
+            pass
+        except TypeError:  # unhashable: normalise rejects it anyway
+            return None
+        if len(self._cache) > 200_000:
+            self._cache.clear()
+        value = self._cache[cache_key] = normalise(id_type, raw, self.rules)
+        return value
+
+    def identifiers(
+        self,
+        user_id: Any = None,
+        anonymous_id: Any = None,
+        device_id: Any = None,
+        email: Any = None,
+        phone: Any = None,
+        previous_id: Any = None,
+        kind: str | None = None,
+    ) -> list[Key]:
+        """An event's identifiers, normalised; placeholders dropped; its own user id first.
+
+        ``previous_id`` of an alias is a user id when already known as one, otherwise an
+        anonymous id (what analytics.js and the mobile SDKs send).
+        """
+        keys: list[Key] = []
+        for id_type, raw in (("user_id", user_id), ("anonymous_id", anonymous_id),
+                             ("device_id", device_id), ("email", email), ("phone", phone)):
+            if raw is not None:
+                value = self._normalised(id_type, raw)
+                if value is not None:
+                    keys.append((id_type, value))
+        if previous_id is not None and kind == "alias":
+            id_type = (
+                "user_id" if ("user_id", previous_id) in self.stitcher.state.person_of
+                else "anonymous_id"
+            )  # fmt: skip
+            value = self._normalised(id_type, previous_id)
+            if value is not None:
+                keys.append((id_type, value))
+        return keys
+
+    def stitch(self, con: duckdb.DuckDBPyConnection, rows: EventRows
+               ) -> tuple[EventRows, set[tuple[str, str]]]:  # fmt: skip
+        """Assign ``person_id`` to every row; returns the kept rows and the suppressed keys."""
+        columns = rows.columns
+        inputs = zip(
+            columns["user_id"], columns["anonymous_id"], columns["device_id"],
+            columns["contact_email"], columns["contact_phone"], columns["previous_id"],
+            columns["type"], strict=True,
+        )  # fmt: skip
+        persons = columns["person_id"]
+        timestamps, message_ids = columns["timestamp"], columns["message_id"]
+        resolve = self.stitcher.resolve
+        dropped: list[int] = []
+        for index, values in enumerate(inputs):
+            keys = self.identifiers(*values)
+            if self.suppressed and any(
+                tables.suppression_hash(key) in self.suppressed for key in keys
+            ):
+                dropped.append(index)
+                continue
+            persons[index] = resolve(keys, timestamps[index], message_ids[index])
+        tables.persist(con, self.stitcher.take_changes())
+        if not dropped:
+            return rows, set()
+        suppressed = {(columns["source_id"][i], message_ids[i]) for i in dropped}
+        gone = set(dropped)
+        kept = EventRows()
+        for name, values in columns.items():
+            kept.columns[name] = [v for i, v in enumerate(values) if i not in gone]
+        return kept, suppressed
+
+    def forget(self, con: duckdb.DuckDBPyConnection, identifier: str, at: datetime
+               ) -> dict[str, Any]:  # fmt: skip
+        """Delete the person an identifier belongs to and suppress all its identifiers."""
+        state = self.stitcher.state
+        key = next((k for k in candidate_keys(identifier, self.rules) if k in state.person_of),
+                   None)  # fmt: skip
+        if key is None:
+            raise NotFound(
+                f"No person has the identifier '{identifier}'. Try `seamline person "
+                f"{identifier}` to see how it is stored.",
+                code="unknown_identifier",
+            )
+        person = state.person_of[key]
+        keys = list(state.members.get(person, [key]))
+        summary = tables.forget(con, person, keys, at)
+        for member in keys:
+            state.person_of.pop(member, None)
+            state.first_seen.pop(member, None)
+            self.suppressed.add(tables.suppression_hash(member))
+        state.members.pop(person, None)
+        return {"person_id": person, "deleted": summary,
+                "suppressed": [f"{t}:{v}" for t, v in keys]}  # fmt: skip
