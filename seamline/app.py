@@ -8,9 +8,21 @@ methods over HTTP for when a running server owns the workspace.
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from seamline.analytics import (
+    DateRange,
+    Exclusion,
+    FunnelDefinition,
+    FunnelResult,
+    JourneyDefinition,
+    JourneyResult,
+)
+from seamline.analytics.funnel import run_funnel
+from seamline.analytics.journeys import run_journeys
+from seamline.analytics.query import funnel_query, sequence_query
 from seamline.collect import Collector
 from seamline.errors import BadRequest, NotFound, did_you_mean
 from seamline.events.timestamps import utcnow
@@ -220,4 +232,57 @@ class Workspace:
             lambda con: self.writer.identity.forget(con, identifier, utcnow())
         ).result()
         return result
+
+    # -- analytics ------------------------------------------------------------------
+    def funnel(
+        self,
+        steps: list[str],
+        within: str = "7d",
+        by: str | None = None,
+        *,
+        by_step: int | None = None,
+        strict: bool = False,
+        step_windows: list[str | None] | None = None,
+        exclude: list[str] | None = None,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        where: dict[str, Any] | None = None,
+    ) -> FunnelResult:
+        """People per ordered step (see the README's funnel semantics).
+
+        ``steps`` are event names, optionally with filters: ``"Order Completed[properties.plan=pro]"``.
+        ``by_step`` is 1-based (None: first touch). ``exclude`` events void an attempt when
+        they happen between its first and last step.
+        """
+        definition = FunnelDefinition.build(
+            steps, within, by,
+            by_step=None if by_step is None else by_step - 1,
+            strict=strict,
+            step_windows=step_windows or (),
+            exclusions=tuple(Exclusion(event) for event in exclude or ()),
+            dates=DateRange(start, end),
+            segment=dict(where or {}),
+        )  # fmt: skip
+        table = self.store.query_arrow(funnel_query(definition))
+        return run_funnel(table, definition, as_of=end or utcnow())
+
+    def journeys(
+        self,
+        from_event: str | None = None,
+        min_people: int = 1,
+        top: int | None = None,
+        lane: str = "channel",
+        *,
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> JourneyResult:
+        """The journey map: edges between touchpoints with people, transitions and hand-off times."""
+        if lane not in ("channel", "unit"):
+            raise BadRequest(f"lane must be 'channel' or 'unit', not '{lane}'.", code="invalid_lane")
+        definition = JourneyDefinition(from_event, min_people, top, DateRange(start, end),
+                                       by=lane)  # type: ignore[arg-type]  # fmt: skip
+        table = self.store.query_arrow(
+            sequence_query(definition.dates, definition.include_identify, lane)
+        )
+        return run_journeys(table, definition)
 

@@ -12,6 +12,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -395,3 +396,90 @@ def forget(ctx: Context, identifier: str, yes: bool) -> None:
         f"deleted person {result['person_id']}: {result['deleted']['events']} events, "
         f"{len(result['suppressed'])} identifiers now suppressed"
     ))  # fmt: skip
+
+
+# -- analytics ---------------------------------------------------------------------------
+def _when(value: str | None, name: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise SeamlineError(f"--{name} {value!r} is not a date; write e.g. 2026-11-01.") from None
+    return parsed.astimezone(UTC).replace(tzinfo=None) if parsed.tzinfo else parsed
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return ""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if value >= size:
+            return f"{value / size:.1f}{unit}"
+    return f"{value:.0f}s"
+
+
+@main.command()
+@click.argument("steps", nargs=-1, required=True)
+@click.option("--within", default="7d", show_default=True, help="Window from step 1 (e.g. 2h).")
+@click.option("--by", default=None, help="Breakdown field: channel, app_version, properties.X...")
+@click.option("--by-step", type=int, default=None, help="Breakdown value at step N (default: first touch).")
+@click.option("--strict", is_flag=True, help="Steps must follow each other with nothing between.")
+@click.option("--exclude", multiple=True, help="Drop attempts with this event between the steps.")
+@click.option("--from", "start", default=None, help="Only events from this date (UTC).")
+@click.option("--to", "end", default=None, help="Only events before this date (UTC).")
+@pass_ctx
+@handle_errors
+def funnel(ctx: Context, steps: tuple[str, ...], within: str, by: str | None, by_step: int | None,
+           strict: bool, exclude: tuple[str, ...], start: str | None, end: str | None) -> None:  # fmt: skip
+    """Ordered funnel: people per step. STEP is an event, e.g. "Order Completed[properties.plan=pro]"."""
+    with _open(ctx) as ws:
+        result = ws.funnel(list(steps), within, by, by_step=by_step, strict=strict,
+                           exclude=list(exclude), start=_when(start, "from"),
+                           end=_when(end, "to"))  # fmt: skip
+    data = result.to_dict()
+
+    def table_of(rows: list[dict[str, Any]], title: str) -> Table:
+        table = Table("step", "people", "conversion", "95% CI", "from previous", "in progress",
+                      "median time", "p90 time", title=title)  # fmt: skip
+        for r in rows:
+            ci = "" if r["ci_low"] is None else f"{r['ci_low']:.0%}-{r['ci_high']:.0%}"
+            table.add_row(r["step"], str(r["people"]), f"{r['conversion']:.1%}", ci,
+                          f"{r['step_conversion']:.1%}", str(r["in_progress"]),
+                          _seconds(r["median_seconds"]), _seconds(r["p90_seconds"]))  # fmt: skip
+        return table
+
+    def human() -> None:
+        out.print(table_of(data["steps"], "all people"))
+        for value, rows in data.get("breakdown", {}).items():
+            out.print(table_of(rows, f"{by} = {value}"))
+
+    ctx.emit(data, human)
+
+
+@main.command()
+@click.option("--from-event", default=None, help="Start each journey at this event.")
+@click.option("--min-people", default=1, show_default=True, type=int)
+@click.option("--top", default=None, type=int, help="Keep the N busiest edges.")
+@click.option("--lane", type=click.Choice(["channel", "unit"]), default="channel",
+              show_default=True)  # fmt: skip
+@click.option("--from", "start", default=None, help="Only events from this date (UTC).")
+@click.option("--to", "end", default=None, help="Only events before this date (UTC).")
+@pass_ctx
+@handle_errors
+def journeys(ctx: Context, from_event: str | None, min_people: int, top: int | None, lane: str,
+             start: str | None, end: str | None) -> None:  # fmt: skip
+    """Journey map: hand-offs between touchpoints across channels, with times."""
+    with _open(ctx) as ws:
+        result = ws.journeys(from_event, min_people, top, lane, start=_when(start, "from"),
+                             end=_when(end, "to"))  # fmt: skip
+    data = result.to_dict()
+
+    def human() -> None:
+        table = Table("from", lane, "to", lane, "people", "transitions", "median", "p90")
+        for e in data["edges"]:
+            table.add_row(str(e["from"]), str(e[f"from_{lane}"]), str(e["to"]),
+                          str(e[f"to_{lane}"]), str(e["people"]), str(e["transitions"]),
+                          _seconds(e["median_seconds"]), _seconds(e["p90_seconds"]))  # fmt: skip
+        out.print(table)
+
+    ctx.emit(data, human)

@@ -17,6 +17,7 @@ from urllib.parse import quote
 import httpx
 import msgspec
 
+from seamline.analytics import FunnelResult, JourneyResult
 from seamline.app import Workspace
 from seamline.errors import SeamlineError, StoreUnavailable
 
@@ -49,7 +50,36 @@ class _IdentityCalls:
         return result
 
 
-class RemoteWorkspace(_IdentityCalls):
+class _AnalyticsCalls:
+    """Analytics methods of :class:`RemoteWorkspace`: same arguments, same result objects."""
+
+    _call: Any
+
+    def funnel(self, steps: list[str], within: str = "7d", by: str | None = None,
+               **options: Any) -> FunnelResult:  # fmt: skip
+        params: dict[str, Any] = {"steps": steps, "within": within}
+        if by:
+            params["by"] = by
+        for key, value in options.items():
+            if value not in (None, False, [], ()):
+                params[key] = value.isoformat() if hasattr(value, "isoformat") else value
+        return FunnelResult(self._call("GET", "/api/funnel", params=params), "steps")
+
+    def journeys(self, from_event: str | None = None, min_people: int = 1,
+                 top: int | None = None, lane: str = "channel", **options: Any
+                 ) -> JourneyResult:  # fmt: skip
+        params: dict[str, Any] = {"min_people": min_people, "lane": lane}
+        if from_event:
+            params["from_event"] = from_event
+        if top:
+            params["top"] = top
+        for key, value in options.items():
+            if value is not None:
+                params[key] = value.isoformat()
+        return JourneyResult(self._call("GET", "/api/journeys", params=params), "edges")
+
+
+class RemoteWorkspace(_IdentityCalls, _AnalyticsCalls):
     def __init__(self, url: str, token: str, data_dir: Path):
         self.url = url
         self.data_dir = data_dir

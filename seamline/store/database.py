@@ -190,7 +190,7 @@ class Store:
 
     def query_arrow(self, sql: str, params: Sequence[Any] = ()) -> pa.Table:
         with self.cursor() as cur:
-            return cur.execute(sql, list(params)).to_arrow_table()
+            return cur.sql(sql, params=list(params) or None).to_arrow_table()
 
     def writer_connection(self) -> duckdb.DuckDBPyConnection:
         return _quiet(self._connection.cursor())

@@ -7,6 +7,7 @@ Reading needs a bearer token with ``read`` scope, managing sources and tokens an
 
 import secrets
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
@@ -177,4 +178,44 @@ def install_api(app: FastAPI, workspace: Workspace, local_secret: str | None) ->
         """GDPR: delete the person's events and identities; suppress their identifiers."""
         return workspace.forget(identifier)
 
+    @router.get("/funnel", tags=["analytics"])
+    def funnel(
+        principal: Reader,
+        steps: Annotated[list[str], Query(min_length=2, description="Step events, in order.")],
+        within: str = "7d",
+        by: str | None = None,
+        by_step: Annotated[int | None, Query(ge=1)] = None,
+        strict: bool = False,
+        exclude: Annotated[list[str] | None, Query()] = None,
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> dict[str, Any]:
+        """Ordered funnel: people per step, conversion with Wilson intervals, time to convert."""
+        return workspace.funnel(
+            steps, within, by, by_step=by_step, strict=strict, exclude=exclude,
+            start=_naive(start), end=_naive(end),
+        ).to_dict()  # fmt: skip
+
+    @router.get("/journeys", tags=["analytics"])
+    def journeys(
+        principal: Reader,
+        from_event: str | None = None,
+        min_people: Annotated[int, Query(ge=1)] = 1,
+        top: Annotated[int | None, Query(ge=1)] = None,
+        lane: Literal["channel", "unit"] = "channel",
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> dict[str, Any]:
+        """Journey map: edges between touchpoints with people, transitions, hand-off times."""
+        return workspace.journeys(
+            from_event, min_people, top, lane, start=_naive(start), end=_naive(end)
+        ).to_dict()
+
     app.include_router(router)
+
+
+def _naive(value: datetime | None) -> datetime | None:
+    """API times may carry an offset; the store keeps naive UTC."""
+    if value is None or value.tzinfo is None:
+        return value
+    return value.astimezone(UTC).replace(tzinfo=None)
