@@ -22,7 +22,9 @@ from seamline.analytics import (
 )
 from seamline.analytics.funnel import run_funnel
 from seamline.analytics.journeys import run_journeys
+from seamline.analytics.durations import parse_duration
 from seamline.analytics.query import funnel_query, sequence_query
+from seamline.analytics.seams import SeamsDefinition, SeamsResult, run_seams
 from seamline.collect import Collector
 from seamline.errors import BadRequest, NotFound, did_you_mean
 from seamline.events.timestamps import utcnow
@@ -36,6 +38,9 @@ log = logging.getLogger("seamline")
 
 CHANNELS = ("mobile", "web", "server", "call_center", "email", "store", "sms", "push", "chat")
 DEFAULT_DATA_DIR = Path("seamline-data")
+DEFAULT_OUTCOMES = "Order Completed,Loan Approved,Card Activation Completed,Payment Succeeded"
+#: Contacts that cost the business most, unless ``costly_events`` names events instead.
+COSTLY_CHANNELS = ("call_center", "store")
 
 
 class Workspace:
@@ -285,4 +290,48 @@ class Workspace:
             sequence_query(definition.dates, definition.include_identify, lane)
         )
         return run_journeys(table, definition)
+
+    def _declared(self) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+        """(outcome events, costly events, costly channels) declared for the workspace."""
+
+        def listed(name: str, default: str) -> tuple[str, ...]:
+            text = getattr(self.settings, name, default)
+            return tuple(part.strip() for part in str(text).split(",") if part.strip())
+
+        outcomes = listed("outcome_events", DEFAULT_OUTCOMES)
+        costly_events = listed("costly_events", "")
+        channels = () if costly_events else COSTLY_CHANNELS
+        return outcomes, costly_events, channels
+
+    def seams(
+        self,
+        within: str = "2h",
+        min_people: int = 30,
+        *,
+        funnel: list[str] | None = None,
+        funnel_within: str = "1d",
+        by: list[str] | None = None,
+        outcome_within: str = "7d",
+        include_all: bool = False,
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> SeamsResult:
+        """Ranked failing hand-offs: costly contacts, loops, outcome routes, broken segments.
+
+        ``funnel`` (step events) adds broken-segment seams broken down by each field of ``by``
+        (default app_version, os_name, source).
+        """
+        outcomes, costly_events, channels = self._declared()
+        definition = SeamsDefinition(
+            within=parse_duration(within), costly_channels=channels,
+            costly_events=costly_events, outcome_events=outcomes,
+            outcome_within=parse_duration(outcome_within, "outcome_within"),
+            min_people=min_people, include_all=include_all,
+        )  # fmt: skip
+        table = self.store.query_arrow(sequence_query(DateRange(start, end), False, "channel"))
+        funnels = {}
+        for field_name in (by or ("app_version", "os_name", "source")) if funnel else ():
+            funnels[field_name] = self.funnel(funnel or [], funnel_within, field_name,
+                                              start=start, end=end).to_dict()  # fmt: skip
+        return run_seams(table, definition, as_of=end or utcnow(), funnels=funnels)
 

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -481,5 +482,45 @@ def journeys(ctx: Context, from_event: str | None, min_people: int, top: int | N
                           str(e[f"to_{lane}"]), str(e["people"]), str(e["transitions"]),
                           _seconds(e["median_seconds"]), _seconds(e["p90_seconds"]))  # fmt: skip
         out.print(table)
+
+    ctx.emit(data, human)
+
+
+@main.command()
+@click.option("--within", default="2h", show_default=True, help="Hand-off window T.")
+@click.option("--min-people", default=30, show_default=True, type=int, help="Minimum support.")
+@click.option("--funnel", "funnel_steps", multiple=True,
+              help="Funnel steps (repeat) to test for broken segments.")  # fmt: skip
+@click.option("--by", multiple=True, help="Breakdown fields for broken segments (repeat).")
+@click.option("--outcome-within", default="7d", show_default=True)
+@click.option("--all", "include_all", is_flag=True, help="Also list candidates that are not significant.")
+@click.option("--people", is_flag=True, help="List example people behind each seam.")
+@pass_ctx
+@handle_errors
+def seams(ctx: Context, within: str, min_people: int, funnel_steps: tuple[str, ...],
+          by: tuple[str, ...], outcome_within: str, include_all: bool, people: bool) -> None:  # fmt: skip
+    """Ranked failing hand-offs between channels and units, with honest statistics."""
+    with _open(ctx) as ws:
+        result = ws.seams(within, min_people, funnel=list(funnel_steps) or None,
+                          by=list(by) or None, outcome_within=outcome_within,
+                          include_all=include_all)  # fmt: skip
+    data = result.to_dict()
+
+    def human() -> None:
+        if not data["seams"]:
+            out.print(f"No significant seams among {data['candidates']} candidates "
+                      f"(min support {data['min_people']} people).")  # fmt: skip
+        for rank, s in enumerate(data["seams"], start=1):
+            lift = "n/a" if s["lift"] is None else f"{s['lift']:.1f}x"
+            out.print(f"[bold]{rank}. {escape('[' + s['kind'] + ']')}[/] {s['description']}",
+                      highlight=False)  # fmt: skip
+            out.print(f"   {s['people']} people, rate {s['rate']:.1%} "
+                      f"(95% CI {s['ci_low']:.1%}-{s['ci_high']:.1%}), baseline "
+                      f"{s['baseline_rate']:.1%}, lift {lift}, q {s['q_value']:.2g}",
+                      highlight=False)  # fmt: skip
+            if people and s["people_examples"]:
+                out.print("   people: " + ", ".join(s["people_examples"]), highlight=False)
+        for note in data["notes"]:
+            out.print(f"[dim]{note}[/]")
 
     ctx.emit(data, human)

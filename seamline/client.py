@@ -18,6 +18,7 @@ import httpx
 import msgspec
 
 from seamline.analytics import FunnelResult, JourneyResult
+from seamline.analytics.seams import SeamsResult
 from seamline.app import Workspace
 from seamline.errors import SeamlineError, StoreUnavailable
 
@@ -77,6 +78,11 @@ class _AnalyticsCalls:
             if value is not None:
                 params[key] = value.isoformat()
         return JourneyResult(self._call("GET", "/api/journeys", params=params), "edges")
+
+    def seams(self, within: str = "2h", min_people: int = 30, **options: Any) -> SeamsResult:
+        params: dict[str, Any] = {"within": within, "min_people": min_people}
+        params.update({k: v for k, v in options.items() if v not in (None, False, [], ())})
+        return SeamsResult(self._call("GET", "/api/seams", params=params), "seams")
 
 
 class RemoteWorkspace(_IdentityCalls, _AnalyticsCalls):

@@ -211,6 +211,21 @@ def install_api(app: FastAPI, workspace: Workspace, local_secret: str | None) ->
             from_event, min_people, top, lane, start=_naive(start), end=_naive(end)
         ).to_dict()
 
+    @router.get("/seams", tags=["analytics"])
+    def seams(
+        principal: Reader,
+        within: str = "2h",
+        min_people: Annotated[int, Query(ge=1)] = 30,
+        funnel: Annotated[list[str] | None, Query(description="Funnel steps for segments")] = None,
+        by: Annotated[list[str] | None, Query()] = None,
+        outcome_within: str = "7d",
+        include_all: bool = False,
+    ) -> dict[str, Any]:
+        """Ranked failing hand-offs (costly contacts, loops, outcome routes, broken segments)."""
+        return workspace.seams(within, min_people, funnel=funnel, by=by,
+                               outcome_within=outcome_within,
+                               include_all=include_all).to_dict()  # fmt: skip
+
     app.include_router(router)
 
 
