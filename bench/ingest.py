@@ -379,14 +379,13 @@ def http_get(port: int, path: str, timeout: float = 2) -> tuple[int, bytes]:
         conn.close()
 
 
-# Runs the real CLI with experiment hooks, seamline itself unchanged: --duckdb-set runs SET
-# statements on every DuckDB connection the server opens; --switch-interval sets the GIL's.
+# Runs the real CLI with experiment hooks, seamline itself unchanged: --server-exec runs Python
+# code first; --duckdb-set runs SET statements on every DuckDB connection the server opens.
 _BOOT = """
 import json, sys
 import duckdb
 hooks = json.loads(sys.argv[1])
-if hooks["switch_interval"]:
-    sys.setswitchinterval(hooks["switch_interval"])
+exec(hooks["server_exec"])
 _connect = duckdb.connect
 def connect(*args, **kwargs):
     con = _connect(*args, **kwargs)
@@ -631,11 +630,11 @@ def main(argv: list[str] | None = None) -> int:
         "e.g. wal_autocheckpoint='256MB' (not a seamline setting)",
     )
     parser.add_argument(
-        "--switch-interval",
-        type=float,
-        default=0,
-        metavar="SECONDS",
-        help="experiment: sys.setswitchinterval() in the server (CPython's default is 0.005)",
+        "--server-exec",
+        default="",
+        metavar="CODE",
+        help="experiment: Python run in the server process before seamline starts, "
+        "e.g. 'import gc; gc.set_threshold(20000, 50, 100)'",
     )
     parser.add_argument(
         "--wait-idle",
@@ -657,13 +656,13 @@ def main(argv: list[str] | None = None) -> int:
     data = tmp / "workspace"
     hooks = {
         "duckdb_set": [f"SET {statement}" for statement in args.duckdb_set],
-        "switch_interval": args.switch_interval,
+        "server_exec": args.server_exec,
     }
     server = ServerProcess(data, free_port(), env, hooks)
     print(
         f"workspace {data}; server settings {settings_env or 'defaults'}"
         + (f"; DuckDB SET {', '.join(args.duckdb_set)}" if args.duckdb_set else "")
-        + (f"; switch interval {args.switch_interval}" if args.switch_interval else ""),
+        + (f"; server exec {args.server_exec!r}" if args.server_exec else ""),
         flush=True,
     )
     try:
@@ -739,7 +738,7 @@ def main(argv: list[str] | None = None) -> int:
             "body_bytes_avg": round(body_bytes),
             "server_env": settings_env,
             "duckdb_set": args.duckdb_set,
-            "switch_interval": args.switch_interval,
+            "server_exec": args.server_exec,
         },
         "requests": requests,
         "statuses": statuses,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from seamline.analytics import (
     DateRange,
@@ -23,7 +23,22 @@ from seamline.analytics import (
 from seamline.analytics.funnel import run_funnel
 from seamline.analytics.journeys import run_journeys
 from seamline.analytics.durations import parse_duration
-from seamline.analytics.query import funnel_query, sequence_query
+from seamline.analytics.definitions import (
+    OutcomeDefinition,
+    PathDefinition,
+    RetentionDefinition,
+    check_period,
+)
+from seamline.analytics.outcomes import run_outcomes
+from seamline.analytics.paths import run_paths
+from seamline.analytics.query import (
+    funnel_query,
+    outcome_query,
+    retention_query,
+    sequence_query,
+)
+from seamline.analytics.result import OutcomeResult, PathResult, RetentionResult
+from seamline.analytics.retention import run_retention
 from seamline.analytics.seams import SeamsDefinition, SeamsResult, run_seams
 from seamline.collect import Collector
 from seamline.errors import BadRequest, NotFound, did_you_mean
@@ -335,3 +350,59 @@ class Workspace:
                                               start=start, end=end).to_dict()  # fmt: skip
         return run_seams(table, definition, as_of=end or utcnow(), funnels=funnels)
 
+    def paths(
+        self,
+        event: str,
+        steps: int = 3,
+        direction: Literal["after", "before"] = "after",
+        top: int = 10,
+        collapse_repeats: bool = False,
+        *,
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> PathResult:
+        """Top paths: each person's first ``event`` and the ``steps`` touchpoints after it
+        (or before it), with people and share (see the README's paths semantics)."""
+        definition = PathDefinition(event, steps, direction, top, collapse_repeats,
+                                    DateRange(start, end))  # fmt: skip
+        table = self.store.query_arrow(sequence_query(definition.dates, False, "channel"))
+        return run_paths(table, definition)
+
+    def retention(
+        self,
+        start_event: str | None = None,
+        return_event: str | None = None,
+        period: str = "week",
+        periods: int = 8,
+        *,
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> RetentionResult:
+        """Cohorts by the period of each person's first ``start_event`` (None: any
+        touchpoint) and, per period offset, the people who did ``return_event`` again."""
+        definition = RetentionDefinition(start_event or None, return_event or None,
+                                         check_period(period), periods,
+                                         DateRange(start, end))  # fmt: skip
+        table = self.store.query_arrow(
+            retention_query(definition.start_event, definition.return_event, definition.dates)
+        )
+        return run_retention(table, definition, as_of=end or utcnow())
+
+    def outcomes(
+        self,
+        period: str = "week",
+        outcome: str | list[str] | None = None,
+        *,
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> OutcomeResult:
+        """Per period: outcome rate, time to outcome, costly contacts per person and
+        containment, for the declared outcome events (settings) or ``outcome``."""
+        declared, costly_events, costly_channels = self._declared()
+        definition = OutcomeDefinition.build(declared, costly_events, costly_channels, outcome,
+                                             period, DateRange(start, end))  # fmt: skip
+        table = self.store.query_arrow(outcome_query(
+            definition.outcomes, definition.costly_events, definition.costly_channels,
+            definition.dates,
+        ))  # fmt: skip
+        return run_outcomes(table, definition)

@@ -524,3 +524,89 @@ def seams(ctx: Context, within: str, min_people: int, funnel_steps: tuple[str, .
             out.print(f"[dim]{note}[/]")
 
     ctx.emit(data, human)
+
+
+@main.command()
+@click.argument("event")
+@click.option("--steps", default=3, show_default=True, type=click.IntRange(1, 20),
+              help="Touchpoints after (or before) the event.")  # fmt: skip
+@click.option("--before", is_flag=True, help="Paths that lead to the event instead.")
+@click.option("--top", default=10, show_default=True, type=click.IntRange(min=1))
+@click.option("--collapse-repeats", is_flag=True, help="A run of one event counts once.")
+@click.option("--from", "start", default=None, help="Only events from this date (UTC).")
+@click.option("--to", "end", default=None, help="Only events before this date (UTC).")
+@pass_ctx
+@handle_errors
+def paths(ctx: Context, event: str, steps: int, before: bool, top: int, collapse_repeats: bool,
+          start: str | None, end: str | None) -> None:  # fmt: skip
+    """Top paths after (or before) each person's first EVENT."""
+    with _open(ctx) as ws:
+        result = ws.paths(event, steps, "before" if before else "after", top, collapse_repeats,
+                          start=_when(start, "from"), end=_when(end, "to"))  # fmt: skip
+    data = result.to_dict()
+
+    def human() -> None:
+        table = Table("path", "people", "share",
+                      title=f"{data['people']} people with {event}")  # fmt: skip
+        for p in data["paths"]:
+            table.add_row(" → ".join(map(str, p["path"])), str(p["people"]), f"{p['share']:.1%}")
+        out.print(table)
+
+    ctx.emit(data, human)
+
+
+@main.command()
+@click.option("--start-event", default=None, help="Cohort by each person's first (default: any).")
+@click.option("--return-event", default=None, help="What counts as a return (default: any).")
+@click.option("--period", type=click.Choice(["day", "week"]), default="week", show_default=True)
+@click.option("--periods", default=8, show_default=True, type=click.IntRange(1, 366))
+@click.option("--from", "start", default=None, help="Only events from this date (UTC).")
+@click.option("--to", "end", default=None, help="Only events before this date (UTC).")
+@pass_ctx
+@handle_errors
+def retention(ctx: Context, start_event: str | None, return_event: str | None, period: str,
+              periods: int, start: str | None, end: str | None) -> None:  # fmt: skip
+    """Retention cohorts: who comes back in each period after their first start event."""
+    with _open(ctx) as ws:
+        result = ws.retention(start_event, return_event, period, periods,
+                              start=_when(start, "from"), end=_when(end, "to"))  # fmt: skip
+    data = result.to_dict()
+
+    def human() -> None:
+        table = Table("cohort", "people", *(f"{period} {k}" for k in range(periods)))
+        for c in data["cohorts"]:
+            shown = c["periods_observed"]  # offsets not begun yet stay blank
+            rates = [f"{r:.0%}" if k < shown else "" for k, r in enumerate(c["rates"])]
+            table.add_row(c["cohort"], str(c["people"]), *rates)
+        out.print(table)
+
+    ctx.emit(data, human)
+
+
+@main.command()
+@click.option("--period", type=click.Choice(["day", "week"]), default="week", show_default=True)
+@click.option("--outcome", multiple=True, help="Outcome event (repeat; default: declared).")
+@click.option("--from", "start", default=None, help="Only events from this date (UTC).")
+@click.option("--to", "end", default=None, help="Only events before this date (UTC).")
+@pass_ctx
+@handle_errors
+def outcomes(ctx: Context, period: str, outcome: tuple[str, ...], start: str | None,
+             end: str | None) -> None:  # fmt: skip
+    """Outcome rates, time to outcome, costly contacts per person and containment."""
+    with _open(ctx) as ws:
+        result = ws.outcomes(period, list(outcome) or None, start=_when(start, "from"),
+                             end=_when(end, "to"))  # fmt: skip
+    data = result.to_dict()
+
+    def human() -> None:
+        table = Table(period, "people", "outcome", "rate", "median time", "p90 time",
+                      "contacts/person", "containment",
+                      title="outcomes: " + ", ".join(data["outcomes"]))  # fmt: skip
+        for p in data["periods"]:
+            table.add_row(p["period"], str(p["people"]), str(p["converted"]),
+                          f"{p['outcome_rate']:.1%}", _seconds(p["median_seconds_to_outcome"]),
+                          _seconds(p["p90_seconds_to_outcome"]),
+                          f"{p['contacts_per_person']:.2f}", f"{p['containment']:.1%}")  # fmt: skip
+        out.print(table)
+
+    ctx.emit(data, human)

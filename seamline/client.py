@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -18,6 +19,7 @@ import httpx
 import msgspec
 
 from seamline.analytics import FunnelResult, JourneyResult
+from seamline.analytics.result import OutcomeResult, PathResult, RetentionResult
 from seamline.analytics.seams import SeamsResult
 from seamline.app import Workspace
 from seamline.errors import SeamlineError, StoreUnavailable
@@ -83,6 +85,41 @@ class _AnalyticsCalls:
         params: dict[str, Any] = {"within": within, "min_people": min_people}
         params.update({k: v for k, v in options.items() if v not in (None, False, [], ())})
         return SeamsResult(self._call("GET", "/api/seams", params=params), "seams")
+
+
+    def paths(self, event: str, steps: int = 3, direction: str = "after", top: int = 10,
+              collapse_repeats: bool = False, *, start: datetime | None = None,
+              end: datetime | None = None) -> PathResult:  # fmt: skip
+        params: dict[str, Any] = {"event": event, "steps": steps, "direction": direction,
+                                  "top": top, "collapse_repeats": collapse_repeats}  # fmt: skip
+        params.update(_dates(start, end))
+        return PathResult(self._call("GET", "/api/paths", params=params), "paths")
+
+    def retention(self, start_event: str | None = None, return_event: str | None = None,
+                  period: str = "week", periods: int = 8, *, start: datetime | None = None,
+                  end: datetime | None = None) -> RetentionResult:  # fmt: skip
+        params: dict[str, Any] = {"period": period, "periods": periods}
+        if start_event:
+            params["start_event"] = start_event
+        if return_event:
+            params["return_event"] = return_event
+        params.update(_dates(start, end))
+        return RetentionResult(self._call("GET", "/api/retention", params=params), "cohorts")
+
+    def outcomes(self, period: str = "week", outcome: str | list[str] | None = None, *,
+                 start: datetime | None = None, end: datetime | None = None
+                 ) -> OutcomeResult:  # fmt: skip
+        params: dict[str, Any] = {"period": period}
+        if outcome:
+            params["outcome"] = [outcome] if isinstance(outcome, str) else outcome
+        params.update(_dates(start, end))
+        return OutcomeResult(self._call("GET", "/api/outcomes", params=params), "periods")
+
+
+def _dates(start: datetime | None, end: datetime | None) -> dict[str, str]:
+    """The date range as ISO-8601 query parameters."""
+    dates = {"start": start, "end": end}
+    return {key: value.isoformat() for key, value in dates.items() if value is not None}
 
 
 class RemoteWorkspace(_IdentityCalls, _AnalyticsCalls):

@@ -51,6 +51,16 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("identity_max_component", 200, "Most identifiers one person may hold; more is refused."),
     Setting("identity_blocked_values", "", "Extra placeholder ids that never link, comma-separated."),
+    Setting(
+        "outcome_events",
+        "Order Completed,Loan Approved,Card Activation Completed,Payment Succeeded",
+        "Outcome events (comma-separated) that `outcomes` counts as success.",
+    ),
+    Setting(
+        "costly_events",
+        "",
+        "Costly contact events, comma-separated (default: every call_center and store event).",
+    ),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -75,6 +85,8 @@ class Settings:
     identity_caps: str = _BY_NAME["identity_caps"].default
     identity_max_component: int = _BY_NAME["identity_max_component"].default
     identity_blocked_values: str = _BY_NAME["identity_blocked_values"].default
+    outcome_events: str = _BY_NAME["outcome_events"].default
+    costly_events: str = _BY_NAME["costly_events"].default
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @classmethod

@@ -10,9 +10,19 @@ from seamline.analytics.definitions import (
     Exclusion,
     FunnelDefinition,
     JourneyDefinition,
+    OutcomeDefinition,
+    PathDefinition,
+    RetentionDefinition,
     Step,
 )
-from seamline.analytics.result import FunnelResult, JourneyResult, Result
+from seamline.analytics.result import (
+    FunnelResult,
+    JourneyResult,
+    OutcomeResult,
+    PathResult,
+    Result,
+    RetentionResult,
+)
 
 __all__ = [
     "DateRange",
@@ -21,6 +31,12 @@ __all__ = [
     "FunnelResult",
     "JourneyDefinition",
     "JourneyResult",
+    "OutcomeDefinition",
+    "OutcomeResult",
+    "PathDefinition",
+    "PathResult",
     "Result",
+    "RetentionDefinition",
+    "RetentionResult",
     "Step",
 ]

@@ -159,3 +159,109 @@ class JourneyDefinition:
             raise BadRequest("min_people must be at least 1.", code="invalid_journeys")
         if self.top is not None and self.top < 1:
             raise BadRequest("top must be at least 1.", code="invalid_journeys")
+
+
+#: Calendar periods of retention and outcomes, in UTC; weeks start on Monday (ISO 8601).
+PERIODS: tuple[str, ...] = ("day", "week")
+#: Channels whose every event is a costly contact when no costly events are declared.
+COSTLY_CHANNELS: tuple[str, ...] = ("call_center", "store")
+
+
+def check_period(period: str) -> Literal["day", "week"]:
+    if period not in PERIODS:
+        from seamline.errors import did_you_mean
+
+        raise BadRequest(
+            f"Unknown period '{period}'; use 'day' or 'week'.{did_you_mean(period, PERIODS)}",
+            code="invalid_period",
+        )
+    return period  # type: ignore[return-value]
+
+
+def names_list(names: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """``"Order Completed, Loan Approved"`` -> ``("Order Completed", "Loan Approved")``.
+
+    A list (``settings.json`` may hold one) is taken as it is; blanks and repeats are dropped.
+    """
+    parts = names.split(",") if isinstance(names, str) else names
+    return tuple(dict.fromkeys(part.strip() for part in parts if part.strip()))
+
+
+@dataclass(frozen=True)
+class PathDefinition:
+    """The top paths of ``steps`` touchpoints after (or before) a person's first ``event``."""
+
+    event: str
+    steps: int = 3
+    direction: Literal["after", "before"] = "after"
+    top: int = 10
+    collapse_repeats: bool = False
+    dates: DateRange = DateRange()
+
+    def __post_init__(self) -> None:
+        if not self.event.strip():
+            raise BadRequest("Paths need an event to start (or end) at.", code="invalid_paths")
+        if not 1 <= self.steps <= 20:
+            raise BadRequest("steps must be between 1 and 20.", code="invalid_paths")
+        if self.direction not in ("after", "before"):
+            raise BadRequest(
+                f"direction must be 'after' or 'before', not '{self.direction}'.",
+                code="invalid_paths",
+            )
+        if self.top < 1:
+            raise BadRequest("top must be at least 1.", code="invalid_paths")
+
+
+@dataclass(frozen=True)
+class RetentionDefinition:
+    """Cohorts by the period of each person's first start event; returns per period offset.
+
+    ``None`` for an event means any touchpoint (a track, page or screen call).
+    """
+
+    start_event: str | None = None
+    return_event: str | None = None
+    period: Literal["day", "week"] = "week"
+    periods: int = 8
+    dates: DateRange = DateRange()
+
+    def __post_init__(self) -> None:
+        check_period(self.period)
+        if not 1 <= self.periods <= 366:
+            raise BadRequest("periods must be between 1 and 366.", code="invalid_retention")
+
+
+@dataclass(frozen=True)
+class OutcomeDefinition:
+    """Outcome rate, time to outcome, costly contacts and containment per period.
+
+    A costly contact is an event named in ``costly_events`` or any event of one of the
+    ``costly_channels``; the workspace declares the events, or else the channels.
+    """
+
+    outcomes: tuple[str, ...]
+    costly_events: tuple[str, ...] = ()
+    costly_channels: tuple[str, ...] = COSTLY_CHANNELS
+    period: Literal["day", "week"] = "week"
+    dates: DateRange = DateRange()
+
+    def __post_init__(self) -> None:
+        check_period(self.period)
+        if not self.outcomes:
+            raise BadRequest(
+                "No outcome events: declare them in the setting outcome_events "
+                "(SEAMLINE_OUTCOME_EVENTS) or pass an outcome.",
+                code="invalid_outcomes",
+            )
+
+    @classmethod
+    def build(cls, declared: tuple[str, ...], costly_events: tuple[str, ...],
+              costly_channels: tuple[str, ...], outcome: str | list[str] | None = None,
+              period: str = "week", dates: DateRange = DateRange()
+              ) -> OutcomeDefinition:  # fmt: skip
+        """The declared outcomes, or only ``outcome`` (one event name or several)."""
+        if outcome is None or outcome == []:
+            outcomes = declared
+        else:  # one name may contain a comma, so a single outcome is not split
+            outcomes = names_list([outcome] if isinstance(outcome, str) else outcome)
+        return cls(outcomes, costly_events, costly_channels, check_period(period), dates)

@@ -113,3 +113,66 @@ def sequence_query(dates: DateRange, include_identify: bool, node_field: str,
         .order_by("person", "ts", exp.column("message_id", table="e"))
     )
     return query.sql(dialect=dialect)
+
+
+# -- paths, retention, outcomes ------------------------------------------------------------
+#: Calls that are touchpoints (someone did something); identify, group and alias are not.
+TOUCHPOINTS = ("track", "page", "screen")
+
+
+def _touchpoint_rows(dates: DateRange) -> list[exp.Expr]:
+    return [
+        exp.column(PERSON, table="e").is_(exp.null()).not_(),
+        exp.column("type", table="e").isin(*TOUCHPOINTS),
+        *_date_filters(dates),
+    ]
+
+
+def _event_is(names: tuple[str, ...] | str | None) -> exp.Expr:
+    """``e.event IN (...)``, never null; ``None`` means any touchpoint (TRUE)."""
+    if names is None:
+        return exp.true()
+    listed = (names,) if isinstance(names, str) else names
+    if not listed:
+        return exp.false()
+    return exp.Coalesce(this=exp.column("event", table="e").isin(*listed),
+                        expressions=[exp.false()])  # fmt: skip
+
+
+def _sorted_events(columns: list[exp.Expr], where: list[exp.Expr],
+                   dialect: str) -> str:  # fmt: skip
+    query = (
+        sqlglot.select(
+            exp.column(PERSON, table="e").as_("person"),
+            exp.column("timestamp", table="e").as_("ts"),
+            *columns,
+        )
+        .from_(exp.alias_(exp.to_table(EVENTS), "e"))
+        .where(exp.and_(*where))
+        .order_by("person", "ts", exp.column("message_id", table="e"))
+    )
+    return query.sql(dialect=dialect)
+
+
+def retention_query(start_event: str | None, return_event: str | None, dates: DateRange,
+                    dialect: str = "duckdb") -> str:  # fmt: skip
+    """Touchpoints flagged as start and/or return events, per person in time order."""
+    is_start, is_return = _event_is(start_event), _event_is(return_event)
+    where = _touchpoint_rows(dates)
+    if start_event is not None and return_event is not None:
+        where.append(exp.or_(is_start, is_return))
+    return _sorted_events([is_start.as_("is_start"), is_return.as_("is_return")], where, dialect)
+
+
+def outcome_query(outcomes: tuple[str, ...], costly_events: tuple[str, ...],
+                  costly_channels: tuple[str, ...], dates: DateRange,
+                  dialect: str = "duckdb") -> str:  # fmt: skip
+    """Every touchpoint, flagged as an outcome and/or a costly contact (an event named in
+    ``costly_events`` or any event of one of the ``costly_channels``)."""
+    is_costly = _event_is(costly_events)
+    if costly_channels:
+        in_channel = exp.Coalesce(this=exp.column("channel", table="e").isin(*costly_channels),
+                                  expressions=[exp.false()])  # fmt: skip
+        is_costly = in_channel if not costly_events else exp.or_(is_costly, in_channel)
+    columns = [_event_is(outcomes).as_("is_outcome"), is_costly.as_("is_costly")]
+    return _sorted_events(columns, _touchpoint_rows(dates), dialect)

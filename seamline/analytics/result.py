@@ -56,3 +56,44 @@ class FunnelResult(Result):
 
 class JourneyResult(Result):
     pass
+
+
+class PathResult(Result):
+    def to_pandas(self) -> pd.DataFrame:
+        """One row per path: the path as a list, its text (``A → B → C``), people, share."""
+        frame = pd.DataFrame(self.rows(), columns=["path", "people", "share"])
+        frame.insert(1, "path_text", [" → ".join(map(str, path)) for path in frame["path"]])
+        return frame
+
+    def to_arrow(self) -> pa.Table:
+        return pa.Table.from_pylist(self.rows())
+
+
+class RetentionResult(Result):
+    def to_pandas(self) -> pd.DataFrame:
+        """One row per (cohort, period offset): people, retained, rate, observed."""
+        rows = [
+            {"cohort": cohort["cohort"], "people": cohort["people"], "offset": offset,
+             "retained": retained, "rate": rate,
+             "observed": offset < cohort["periods_observed"]}
+            for cohort in self.rows()
+            for offset, (retained, rate) in enumerate(
+                zip(cohort["retained"], cohort["rates"], strict=True))
+        ]  # fmt: skip
+        columns = ["cohort", "people", "offset", "retained", "rate", "observed"]
+        return pd.DataFrame(rows, columns=columns)
+
+    def to_arrow(self) -> pa.Table:
+        return pa.Table.from_pandas(self.to_pandas(), preserve_index=False)
+
+
+class OutcomeResult(Result):
+    def to_pandas(self) -> pd.DataFrame:
+        """One row per period (the same columns when there are none)."""
+        columns = ["period", "people", "converted", "outcome_rate", "median_seconds_to_outcome",
+                   "p90_seconds_to_outcome", "contacts", "contacts_per_person", "contained",
+                   "containment"]  # fmt: skip
+        return pd.DataFrame(self.rows(), columns=columns)
+
+    def to_arrow(self) -> pa.Table:
+        return pa.Table.from_pandas(self.to_pandas(), preserve_index=False)

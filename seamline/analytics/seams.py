@@ -9,7 +9,9 @@ under Benjamini-Hochberg false-discovery control (see the README's "Seams"):
   closed (open windows are censored, not counted as "did not call"). Baseline: people of
   the same channel who never did A, measured from their first touchpoint in that channel.
   An event that merely co-occurs with the real cause (same session) therefore shows no
-  lift, and a touchpoint everybody passes through has no baseline and is not a candidate.
+  lift, and a touchpoint everybody passes through has no baseline and is not a candidate;
+  nor is one whose baseline never reaches the contact (lift undefined, and usually a
+  population that cannot be linked to contacts rather than a seam).
 - ``loop``: the same touchpoint repeated at once (a retry), against no retry, by the same
   costly-contact share.
 - ``outcome``: a hand-off between channels (A in X, then B in Y as the person's next
@@ -172,7 +174,9 @@ class _Scan:
                 base = {"from": event, "from_channel": lane, "to": to_label,
                         "to_channel": self.lane_names[lane_code],
                         "within_seconds": d.within.total_seconds()}  # fmt: skip
-                if n1 >= d.min_people and n0 >= d.min_people and x1 >= d.min_followed:
+                # a baseline where nobody ever reaches the contact is not comparable (often
+                # people who cannot be linked to contacts at all): no candidate
+                if n1 >= d.min_people and n0 >= d.min_people and x1 >= d.min_followed and x0 > 0:
                     out.append(_Candidate("costly_contact", dict(base), x1, n1, x0, n0, "greater",
                                           self.examples(mine[followed[mine]])))  # fmt: skip
                 loop_rows, plain_rows = mine[mine_retried], mine[~mine_retried]
@@ -273,8 +277,10 @@ def _describe(kind: str, row: dict[str, Any]) -> str:
                 f"({row['to_channel']}) reach an outcome {rate:.0%} of the time within {window}, "
                 f"against {base:.0%} by other routes")  # fmt: skip
     segment = row["segment"]
-    return (f"{segment['field']} = {segment['value']}: {row['from']} -> {row['to']} converts "
-            f"{rate:.0%}, against {base:.0%} for the other values")
+    return (
+        f"{segment['field']} = {segment['value']}: {row['from']} -> {row['to']} converts "
+        f"{rate:.0%}, against {base:.0%} for the other values"
+    )
 
 
 def finish(candidates: list[_Candidate], definition: SeamsDefinition,

@@ -90,6 +90,10 @@ class Writer:
         self.group_commit_wait = group_commit_wait_ms / 1000
         self.retry_after_seconds = retry_after_seconds
         self.commits = 0
+        self._listeners: list[Callable[[EventRows], None]] = []
+        self._hooks: list[
+            Callable[[duckdb.DuckDBPyConnection, EventRows, set[tuple[str, str]]], None]
+        ] = []
 
     # -- public ------------------------------------------------------------------
     def start(self) -> Writer:
@@ -113,6 +117,26 @@ class Writer:
         job = _Call(fn)
         self._enqueue(job)
         return job.future
+
+    def add_listener(self, listener: Callable[[EventRows], None]) -> None:
+        """Call ``listener(rows)`` on the writer thread after each commit that stored events.
+
+        Listeners must be quick and must not raise (live views, moment triggers); the rows
+        include duplicates that were not stored again.
+        """
+        self._listeners.append(listener)
+
+    def add_transaction_hook(
+        self, hook: Callable[[duckdb.DuckDBPyConnection, EventRows, set[tuple[str, str]]], None]
+    ) -> None:
+        """Call ``hook(connection, rows, stored_keys)`` inside each group's transaction.
+
+        It runs after the events are appended and before COMMIT, so what it writes (moment
+        triggers, for instance) is committed with the events or not at all. ``stored_keys``
+        are the (source_id, message_id) pairs newly stored (not duplicates). If it raises,
+        the group is rolled back and retried request by request.
+        """
+        self._hooks.append(hook)
 
     def stop(self, timeout: float = 30) -> None:
         """Stop taking work, commit everything queued, then return."""
@@ -219,15 +243,22 @@ class Writer:
         try:
             rows, suppressed = self.identity.stitch(con, rows)
             if suppressed:
-                counters["dropped_suppressed"] = (
-                    counters.get("dropped_suppressed", 0) + len(suppressed)
+                counters["dropped_suppressed"] = counters.get("dropped_suppressed", 0) + len(
+                    suppressed
                 )
             stored = Store.append_events(con, rows, failed, counters)
+            for hook in self._hooks:
+                hook(con, rows, stored)
             con.execute("COMMIT")
         except BaseException:
             self._rollback()
             raise
         self.commits += 1
+        for listener in self._listeners:
+            try:
+                listener(rows)
+            except Exception:  # noqa: BLE001 - a listener must never break ingest
+                log.exception("a commit listener failed")
         for job, keys in zip(jobs, owned, strict=True):
             mine = dropped = 0
             for key in keys:

@@ -226,6 +226,47 @@ def install_api(app: FastAPI, workspace: Workspace, local_secret: str | None) ->
                                outcome_within=outcome_within,
                                include_all=include_all).to_dict()  # fmt: skip
 
+    @router.get("/paths", tags=["analytics"])
+    def paths(
+        principal: Reader,
+        event: Annotated[str, Query(min_length=1, description="Anchor: each person's first.")],
+        steps: Annotated[int, Query(ge=1, le=20)] = 3,
+        direction: Literal["after", "before"] = "after",
+        top: Annotated[int, Query(ge=1)] = 10,
+        collapse_repeats: bool = False,
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> dict[str, Any]:
+        """Top paths of touchpoints after (or before) each person's first ``event``."""
+        return workspace.paths(event, steps, direction, top, collapse_repeats,
+                               start=_naive(start), end=_naive(end)).to_dict()  # fmt: skip
+
+    @router.get("/retention", tags=["analytics"])
+    def retention(
+        principal: Reader,
+        start_event: str | None = None,
+        return_event: str | None = None,
+        period: Literal["day", "week"] = "week",
+        periods: Annotated[int, Query(ge=1, le=366)] = 8,
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> dict[str, Any]:
+        """Cohorts by first start event; people who return in each later period."""
+        return workspace.retention(start_event, return_event, period, periods,
+                                   start=_naive(start), end=_naive(end)).to_dict()  # fmt: skip
+
+    @router.get("/outcomes", tags=["analytics"])
+    def outcomes(
+        principal: Reader,
+        period: Literal["day", "week"] = "week",
+        outcome: Annotated[list[str] | None, Query(description="Default: declared.")] = None,
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> dict[str, Any]:
+        """Per period: outcome rate, time to outcome, costly contacts, containment."""
+        return workspace.outcomes(period, outcome, start=_naive(start),
+                                  end=_naive(end)).to_dict()  # fmt: skip
+
     app.include_router(router)
 
 
