@@ -8,6 +8,7 @@ methods over HTTP for when a running server owns the workspace.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -48,6 +49,7 @@ from seamline.identity.service import IdentityService, candidate_keys
 from seamline.settings import Settings
 from seamline.store import SCOPES, AppendResult, Store, Writer
 from seamline.store import identity as identity_tables
+from seamline.store import lake as lake_files
 
 log = logging.getLogger("seamline")
 
@@ -84,6 +86,7 @@ class Workspace:
         ).start()
         self.collector = Collector(self.store, self.writer, self.settings)
         self._closed = False
+        self._stoppers: list[Callable[[], None]] = []
 
     def __enter__(self) -> Workspace:
         return self
@@ -96,6 +99,8 @@ class Workspace:
         if self._closed:
             return
         self._closed = True
+        for stop in self._stoppers:
+            stop()
         self.writer.stop()
         self.store.close()
 
@@ -145,6 +150,10 @@ class Workspace:
     def failed_events(self, limit: int = 100) -> list[dict[str, Any]]:
         return self.store.failed_events(limit)
 
+    def event_names(self, limit: int = 500) -> list[dict[str, Any]]:
+        """Event names present (track events, page and screen names) with counts, most first."""
+        return self.store.event_names(limit)
+
     # -- identity ------------------------------------------------------------------
     def _person_of(self, identifier: str) -> tuple[str, str, str] | None:
         with self.store.cursor() as cur:
@@ -159,6 +168,16 @@ class Workspace:
         with self.store.cursor() as cur:
             profile = identity_tables.person_profile(cur, found[2], limit)
         profile["matched"] = {"kind": found[0], "value": found[1]}
+        return profile
+
+    def person_by_id(self, person_id: str, limit: int = 500) -> dict[str, Any]:
+        """A person by person id (as in seams' ``people_examples``), merged ids followed."""
+        with self.store.cursor() as cur:
+            profile = identity_tables.person_profile(
+                cur, identity_tables.resolve_person(cur, person_id), limit
+            )
+        if not profile["identities"] and not profile["event_count"]:
+            raise NotFound(f"No person has the id '{person_id}'.", code="unknown_person")
         return profile
 
     def _unknown(self, identifier: str) -> str:
@@ -406,3 +425,30 @@ class Workspace:
             definition.dates,
         ))  # fmt: skip
         return run_outcomes(table, definition)
+
+    # -- lake --------------------------------------------------------------------------
+    def lake_export(self, lake: str | Path, incremental: bool = False) -> dict[str, Any]:
+        """Publish this workspace's events, identities and person map to a Parquet lake."""
+        target = Path(lake)
+        collector = lake_files.collector_id(self.data_dir)
+        since = lake_files.last_mark(target, collector) if incremental else None
+        with self.store.cursor() as cur:
+            return lake_files.export(cur, target, collector, since)
+
+    def publish_lake(self, lake: str | Path, interval: float = 60.0) -> None:
+        """Keep the lake current: an incremental export every ``interval`` seconds."""
+        import threading
+
+        stop = threading.Event()
+
+        def loop() -> None:
+            while not stop.wait(interval):
+                try:
+                    self.lake_export(lake, incremental=True)
+                except Exception:  # noqa: BLE001 - keep publishing; the next round retries
+                    log.exception("lake export to %s failed", lake)
+
+        thread = threading.Thread(target=loop, name="seamline-lake", daemon=True)
+        thread.start()
+        self._stoppers.append(stop.set)
+

@@ -91,20 +91,26 @@ def _open(ctx: Context) -> Workspace | RemoteWorkspace:
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8088, show_default=True, type=int)
+@click.option("--lake", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Also publish to this Parquet lake continuously.")  # fmt: skip
+@click.option("--lake-interval", default=60.0, show_default=True, help="Seconds between exports.")
 @pass_ctx
 @handle_errors
-def serve(ctx: Context, host: str, port: int) -> None:
+def serve(ctx: Context, host: str, port: int, lake: Path | None, lake_interval: float) -> None:
     """Serve the collection API and the JSON API."""
     from seamline.web import serve as run
 
-    _serve(ctx, host, port, run)
+    _serve(ctx, host, port, run, lake, lake_interval)
 
 
-def _serve(ctx: Context, host: str, port: int, run: Callable[..., None]) -> None:
+def _serve(ctx: Context, host: str, port: int, run: Callable[..., None],
+           lake: Path | None = None, lake_interval: float = 60.0) -> None:  # fmt: skip
     if running_server(ctx.data):
         raise SeamlineError(f"A server already owns {ctx.data}; stop it first.", status=409)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     workspace = Workspace(ctx.data)
+    if lake is not None:
+        workspace.publish_lake(lake.resolve(), lake_interval)
     err.print(f"Seamline {__version__}: workspace {ctx.data.resolve()}, http://{host}:{port}")
     run(workspace, host=host, port=port)
 
@@ -610,3 +616,24 @@ def outcomes(ctx: Context, period: str, outcome: tuple[str, ...], start: str | N
         out.print(table)
 
     ctx.emit(data, human)
+
+
+# -- lake --------------------------------------------------------------------------------
+@main.group()
+def lake() -> None:
+    """The Parquet events lake that Spark, DuckDB, ClickHouse or Polars read."""
+
+
+@lake.command("export")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--incremental", is_flag=True, help="Only dates with events received since the last export.")
+@pass_ctx
+@handle_errors
+def lake_export(ctx: Context, directory: Path, incremental: bool) -> None:
+    """Write events (by event date), identities and the person map as Parquet."""
+    with err.status(f"Exporting to {directory}..."), _open(ctx) as ws:
+        result = ws.lake_export(str(directory.resolve()), incremental)
+    ctx.emit(result, lambda: err.print(
+        f"{result['events_written']} events in {len(result['dates'])} dates written to "
+        f"{directory} (collector {result['collector']})"
+    ))  # fmt: skip

@@ -81,11 +81,16 @@ class _AnalyticsCalls:
                 params[key] = value.isoformat()
         return JourneyResult(self._call("GET", "/api/journeys", params=params), "edges")
 
+    def lake_export(self, lake: str, incremental: bool = False) -> dict[str, Any]:
+        result: dict[str, Any] = self._call(
+            "POST", "/api/lake/export", json={"directory": lake, "incremental": incremental}
+        )
+        return result
+
     def seams(self, within: str = "2h", min_people: int = 30, **options: Any) -> SeamsResult:
         params: dict[str, Any] = {"within": within, "min_people": min_people}
         params.update({k: v for k, v in options.items() if v not in (None, False, [], ())})
         return SeamsResult(self._call("GET", "/api/seams", params=params), "seams")
-
 
     def paths(self, event: str, steps: int = 3, direction: str = "after", top: int = 10,
               collapse_repeats: bool = False, *, start: datetime | None = None,

@@ -18,7 +18,7 @@ EVENTS = "events_resolved"
 PERSON = "resolved_person_id"
 
 
-def field_expression(name: str) -> exp.Expression:
+def field_expression(name: str) -> exp.Expr:
     """The expression for a dimension or a JSON path such as ``properties.plan``."""
     check_field(name)
     if name == "source":
@@ -32,12 +32,12 @@ def field_expression(name: str) -> exp.Expression:
     return sqlglot.parse_one(f"e.{head} ->> '$.{rest}'", read="duckdb")
 
 
-def _equals(name: str, value: Any) -> exp.Expression:
+def _equals(name: str, value: Any) -> exp.Expr:
     return exp.EQ(this=field_expression(name), expression=exp.Literal.string(str(value)))
 
 
-def step_condition(step: Step) -> exp.Expression:
-    condition: exp.Expression = exp.EQ(
+def step_condition(step: Step) -> exp.Expr:
+    condition: exp.Expr = exp.EQ(
         this=exp.column("event", table="e"), expression=exp.Literal.string(step.event)
     )
     for name, value in step.where.items():
@@ -45,8 +45,8 @@ def step_condition(step: Step) -> exp.Expression:
     return condition
 
 
-def _date_filters(dates: DateRange) -> list[exp.Expression]:
-    filters: list[exp.Expression] = []
+def _date_filters(dates: DateRange) -> list[exp.Expr]:
+    filters: list[exp.Expr] = []
     if dates.start is not None:
         filters.append(exp.GTE(this=exp.column("timestamp", table="e"),
                                expression=exp.cast(exp.Literal.string(dates.start.isoformat()),
@@ -65,7 +65,7 @@ def funnel_query(definition: FunnelDefinition, dialect: str = "duckdb") -> str:
         exp.EQ(this=exp.column("event", table="e"), expression=exp.Literal.string(x.event))
         for x in definition.exclusions
     ]
-    columns: list[exp.Expression] = [
+    columns: list[exp.Expr] = [
         exp.column(PERSON, table="e").as_("person"),
         exp.column("timestamp", table="e").as_("ts"),
     ]
@@ -78,7 +78,7 @@ def funnel_query(definition: FunnelDefinition, dialect: str = "duckdb") -> str:
     for i, flag in enumerate(step_flags):
         first_step = first_step.when(flag, exp.Literal.number(i))
     columns.append(first_step.else_(exp.Literal.number(len(step_flags))).as_("tie"))
-    where: list[exp.Expression] = [exp.column(PERSON, table="e").is_(exp.null()).not_()]
+    where: list[exp.Expr] = [exp.column(PERSON, table="e").is_(exp.null()).not_()]
     if not definition.strict:  # strict funnels need every event, to see what interrupts
         where.append(exp.or_(*step_flags, *exclusion_flags))
     where += _date_filters(definition.dates)
@@ -97,7 +97,7 @@ def sequence_query(dates: DateRange, include_identify: bool, node_field: str,
     """Every touchpoint of every person, in time order (journeys, paths)."""
     label = exp.Coalesce(this=exp.column("event", table="e"),
                          expressions=[exp.column("type", table="e")])  # fmt: skip
-    where: list[exp.Expression] = [exp.column(PERSON, table="e").is_(exp.null()).not_()]
+    where: list[exp.Expr] = [exp.column(PERSON, table="e").is_(exp.null()).not_()]
     if not include_identify:
         where.append(exp.column("type", table="e").isin("track", "page", "screen"))
     where += _date_filters(dates)

@@ -236,8 +236,9 @@ def _normalise_one(
         raise _Invalid("invalid_timestamp", str(exc).split(" ", 1)[0], str(exc)) from None
 
     # identify traits first, then context.traits (any call) -- the rebuild uses the same rule
-    context_traits = context.get("traits") if isinstance(context.get("traits"), dict) else {}
-    contact_source = traits if kind == "identify" and traits else {}
+    found = context.get("traits")
+    context_traits: dict[str, Any] = found if isinstance(found, dict) else {}
+    contact_source: dict[str, Any] = traits if kind == "identify" and traits else {}
 
     def contact(name: str) -> Any:
         own = contact_source.get(name)

@@ -73,8 +73,11 @@ class IdentityService:
         anonymous id (what analytics.js and the mobile SDKs send).
         """
         keys: list[Key] = []
-        for id_type, raw in (("user_id", user_id), ("anonymous_id", anonymous_id),
-                             ("device_id", device_id), ("email", email), ("phone", phone)):
+        candidates: tuple[tuple[str, Any], ...] = (
+            ("user_id", user_id), ("anonymous_id", anonymous_id), ("device_id", device_id),
+            ("email", email), ("phone", phone),
+        )  # fmt: skip
+        for id_type, raw in candidates:
             if raw is not None:
                 value = self._normalised(id_type, raw)
                 if value is not None:
@@ -116,8 +119,8 @@ class IdentityService:
         suppressed = {(columns["source_id"][i], message_ids[i]) for i in dropped}
         gone = set(dropped)
         kept = EventRows()
-        for name, values in columns.items():
-            kept.columns[name] = [v for i, v in enumerate(values) if i not in gone]
+        for name, column in columns.items():
+            kept.columns[name] = [v for i, v in enumerate(column) if i not in gone]
         return kept, suppressed
 
     def forget(self, con: duckdb.DuckDBPyConnection, identifier: str, at: datetime

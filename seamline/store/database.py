@@ -369,3 +369,12 @@ class Store:
         return [
             dict(zip(keys, (r[0].isoformat(), *r[1:]), strict=True)) for r in rows
         ]
+
+    def event_names(self, limit: int = 500) -> list[dict[str, Any]]:
+        """Distinct event names (track events, page and screen names) with counts, most first."""
+        rows = self.query(
+            "SELECT event, count(*) AS n FROM events WHERE event IS NOT NULL "
+            "GROUP BY event ORDER BY n DESC, event LIMIT ?",
+            [limit],
+        )
+        return [{"event": name, "events": int(count)} for name, count in rows]

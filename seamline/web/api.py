@@ -73,6 +73,11 @@ class StatsOut(BaseModel):
     sources: list[SourceStats]
 
 
+class LakeExportIn(BaseModel):
+    directory: str = Field(min_length=1, description="Lake directory on the server's machine.")
+    incremental: bool = False
+
+
 class Principal(BaseModel):
     name: str
     scope: str
@@ -266,6 +271,11 @@ def install_api(app: FastAPI, workspace: Workspace, local_secret: str | None) ->
         """Per period: outcome rate, time to outcome, costly contacts, containment."""
         return workspace.outcomes(period, outcome, start=_naive(start),
                                   end=_naive(end)).to_dict()  # fmt: skip
+
+    @router.post("/lake/export", tags=["lake"])
+    def lake_export(body: LakeExportIn, principal: Admin) -> dict[str, Any]:
+        """Publish the workspace to a Parquet lake directory on the server's machine."""
+        return workspace.lake_export(body.directory, body.incremental)
 
     app.include_router(router)
 

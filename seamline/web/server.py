@@ -22,6 +22,7 @@ from seamline import __version__
 from seamline.app import Workspace
 from seamline.web.api import install_api
 from seamline.web.collect_routes import install_collect_routes
+from seamline.web.dashboard import install_dashboard
 from seamline.web.errors import install_error_handlers
 
 log = logging.getLogger("seamline.web")
@@ -40,6 +41,7 @@ def create_app(workspace: Workspace, *, local_secret: str | None = None) -> Fast
     install_error_handlers(app)
     install_collect_routes(app, workspace)
     install_api(app, workspace, local_secret)
+    install_dashboard(app, workspace, local_secret)
     return app
 
 
@@ -85,6 +87,7 @@ def serve(workspace: Workspace, host: str = "127.0.0.1", port: int = 8088,
         server_header=False,
     )
     server = uvicorn.Server(config)
+    app.state.live.should_stop = lambda: server.should_exit  # end live streams on SIGTERM
     try:
         server.run()
     finally:

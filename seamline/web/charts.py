@@ -1,0 +1,166 @@
+"""Plotly figures for the dashboard, as plain dicts (plotly.js renders them in the browser).
+
+Figures are built as data, not through ``plotly.graph_objects``: the shapes are few, and
+skipping its validation keeps a page's first view fast. Channels keep one colour
+everywhere (a colour-blind-safe palette); other lanes (business units) get one by name.
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import Any
+
+from seamline.web.formatting import duration
+
+Figure = dict[str, Any]
+
+CHANNEL_COLOURS = {
+    "mobile": "#0072B2",
+    "web": "#E69F00",
+    "server": "#6B6B6B",
+    "call_center": "#D55E00",
+    "email": "#009E73",
+    "store": "#CC79A7",
+    "sms": "#56B4E9",
+    "push": "#B8A200",
+    "chat": "#8C564B",
+}
+_SPARE = ("#4477AA", "#EE6677", "#228833", "#CCBB44", "#66CCEE", "#AA3377", "#BBBBBB")
+_FONT = {"family": "system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif", "size": 13,
+         "color": "#1f2328"}  # fmt: skip
+
+
+def colour(lane: str | None) -> str:
+    if lane in CHANNEL_COLOURS:
+        return CHANNEL_COLOURS[lane]
+    return _SPARE[zlib.crc32((lane or "").encode()) % len(_SPARE)]
+
+
+def _alpha(hex_colour: str, alpha: float) -> str:
+    red, green, blue = (int(hex_colour[i : i + 2], 16) for i in (1, 3, 5))
+    return f"rgba({red},{green},{blue},{alpha})"
+
+
+def _layout(**extra: Any) -> dict[str, Any]:
+    layout: dict[str, Any] = {
+        "font": _FONT, "paper_bgcolor": "#ffffff", "plot_bgcolor": "#ffffff",
+        "margin": {"l": 56, "r": 24, "t": 16, "b": 48}, "hoverlabel": {"font": _FONT},
+        "legend": {"orientation": "h", "y": -0.2},
+    }  # fmt: skip
+    layout.update(extra)
+    return layout
+
+
+def journey_sankey(edges: list[dict[str, Any]]) -> Figure:
+    """Touchpoints (event in a lane) as nodes, transitions as links sized by people."""
+    nodes: dict[tuple[str, str], int] = {}
+    for edge in edges:
+        for end in ("from", "to"):
+            nodes.setdefault((edge[end], edge[f"{end}_channel"]), len(nodes))
+    labels = [event for event, _ in nodes]
+    lanes = [lane for _, lane in nodes]
+    link: dict[str, list[Any]] = {"source": [], "target": [], "value": [], "color": [],
+                                  "customdata": []}  # fmt: skip
+    for edge in edges:
+        link["source"].append(nodes[(edge["from"], edge["from_channel"])])
+        link["target"].append(nodes[(edge["to"], edge["to_channel"])])
+        link["value"].append(edge["people"])
+        link["color"].append(_alpha(colour(edge["from_channel"]), 0.35))
+        link["customdata"].append([
+            edge["people"], edge["transitions"], duration(edge["median_seconds"]),
+            duration(edge["p90_seconds"]), edge["from_channel"], edge["to_channel"],
+        ])  # fmt: skip
+    trace = {
+        "type": "sankey", "arrangement": "snap", "valueformat": ",d",
+        "node": {"label": labels, "color": [colour(lane) for lane in lanes],
+                 "customdata": lanes, "pad": 14, "thickness": 16,
+                 "line": {"color": "#ffffff", "width": 0.5},
+                 "hovertemplate": "%{label} (%{customdata})<br>%{value:,d} people"
+                                  "<extra></extra>"},
+        "link": {**link, "hovertemplate":
+                 "%{source.label} (%{customdata[4]}) → %{target.label} (%{customdata[5]})"
+                 "<br>%{customdata[0]:,d} people, %{customdata[1]:,d} transitions"
+                 "<br>hand-off median %{customdata[2]}, p90 %{customdata[3]}<extra></extra>"},
+    }  # fmt: skip
+    height = max(420, min(1400, 22 * len(nodes)))
+    return {"data": [trace], "layout": _layout(height=height,
+                                               margin={"l": 8, "r": 8, "t": 8, "b": 8})}
+
+
+def _funnel_trace(name: str, steps: list[dict[str, Any]], bar_colour: str) -> dict[str, Any]:
+    conversion = [step["conversion"] * 100 for step in steps]
+    return {
+        "type": "bar", "name": name, "x": [step["step"] for step in steps], "y": conversion,
+        "marker": {"color": bar_colour},
+        "text": [f"{step['people']:,}" for step in steps], "textposition": "outside",
+        "cliponaxis": False,
+        "error_y": {"type": "data", "symmetric": False, "color": "#1f2328", "thickness": 1,
+                    "array": [s["ci_high"] * 100 - c for s, c in zip(steps, conversion,
+                                                                     strict=True)],
+                    "arrayminus": [c - s["ci_low"] * 100 for s, c in zip(steps, conversion,
+                                                                         strict=True)]},
+        "customdata": [[s["people"], s["ci_low"] * 100, s["ci_high"] * 100] for s in steps],
+        "hovertemplate": f"{name}<br>" + "%{x}: %{customdata[0]:,d} people<br>"
+                         "conversion %{y:.1f}% (95% CI %{customdata[1]:.1f}–%{customdata[2]:.1f}%)"
+                         "<extra></extra>",
+    }  # fmt: skip
+
+
+def funnel_bars(result: dict[str, Any], max_values: int = 6) -> Figure:
+    """Conversion of step 1 per step, Wilson interval as error bars, people as labels."""
+    breakdown: dict[str, list[dict[str, Any]]] = result.get("breakdown") or {}
+    if breakdown:
+        traces = [_funnel_trace(value, steps, _SPARE[i % len(_SPARE)])
+                  for i, (value, steps) in enumerate(list(breakdown.items())[:max_values])]  # fmt: skip
+    else:
+        traces = [_funnel_trace("all people", result["steps"], CHANNEL_COLOURS["mobile"])]
+    layout = _layout(height=380, barmode="group", showlegend=bool(breakdown),
+                     yaxis={"title": {"text": "converted of step 1 (%)"}, "range": [0, 110],
+                            "gridcolor": "#e5e7eb"},
+                     xaxis={"automargin": True})  # fmt: skip
+    return {"data": traces, "layout": layout}
+
+
+def outcome_lines(periods: list[dict[str, Any]]) -> Figure:
+    """Outcome rate and containment (left, %) and costly contacts per person (right)."""
+    x = [row["period"] for row in periods]
+
+    def line(key: str, name: str, hue: str, axis: str = "y", scale: float = 100) -> dict:
+        return {"type": "scatter", "mode": "lines+markers", "name": name, "x": x,
+                "y": [row[key] * scale for row in periods], "yaxis": axis,
+                "line": {"color": hue, "width": 2}}  # fmt: skip
+
+    data = [
+        line("outcome_rate", "outcome rate (%)", CHANNEL_COLOURS["mobile"]),
+        line("containment", "contained (%)", CHANNEL_COLOURS["email"]),
+        line("contacts_per_person", "costly contacts per person", CHANNEL_COLOURS["call_center"],
+             "y2", 1),
+    ]  # fmt: skip
+    layout = _layout(
+        height=340,
+        yaxis={"title": {"text": "% of active people"}, "rangemode": "tozero",
+               "gridcolor": "#e5e7eb"},
+        yaxis2={"title": {"text": "contacts per person"}, "overlaying": "y", "side": "right",
+                "rangemode": "tozero", "showgrid": False},
+        margin={"l": 56, "r": 56, "t": 16, "b": 48},
+    )  # fmt: skip
+    return {"data": data, "layout": layout}
+
+
+def person_timeline(events: list[dict[str, Any]]) -> Figure:
+    """One marker per event, one row per channel: the cross-channel journey at a glance."""
+    by_channel: dict[str, list[dict[str, Any]]] = {}
+    for event in events:
+        by_channel.setdefault(event["channel"] or "(none)", []).append(event)
+    data = [
+        {"type": "scatter", "mode": "markers", "name": channel,
+         "x": [e["timestamp"] for e in rows], "y": [channel] * len(rows),
+         "text": [e["event"] or e["type"] for e in rows],
+         "marker": {"color": colour(channel), "size": 10, "line": {"color": "#fff", "width": 1}},
+         "hovertemplate": "%{text}<br>%{x}<extra>%{y}</extra>"}
+        for channel, rows in by_channel.items()
+    ]  # fmt: skip
+    height = 120 + 40 * len(by_channel)
+    return {"data": data, "layout": _layout(height=height, showlegend=False,
+                                            yaxis={"automargin": True, "type": "category"},
+                                            xaxis={"type": "date", "gridcolor": "#e5e7eb"})}
