@@ -8,7 +8,7 @@ SIGTERM and the DuckDB file is opened to check that it holds exactly the acknowl
 events. The same bodies are then decoded and validated in-process with seamline's own
 ``parse_request`` + ``normalise_events`` on one core: the parse-only ceiling.
 
-    .venv/bin/python bench/ingest.py --seconds 20 --clients 8
+    .venv/bin/python bench/ingest.py --seconds 20
 
 Results go to stdout and to ``bench/results/ingest-<timestamp>.json``.
 """
@@ -606,7 +606,7 @@ def percentile(sorted_values: list[float], q: float) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=20, help="load duration (default 20)")
-    parser.add_argument("--clients", type=int, default=8, help="concurrent connections (8)")
+    parser.add_argument("--clients", type=int, default=64, help="concurrent connections (64)")
     parser.add_argument(
         "--procs", type=int, default=1, help="client processes the connections are spread over (1)"
     )

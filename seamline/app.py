@@ -46,10 +46,12 @@ from seamline.errors import BadRequest, NotFound, did_you_mean
 from seamline.events.timestamps import utcnow
 from seamline.identity import ID_TYPES, IdentityRules
 from seamline.identity.service import IdentityService, candidate_keys
+from seamline.moments.service import MomentsService
 from seamline.settings import Settings
 from seamline.store import SCOPES, AppendResult, Store, Writer
 from seamline.store import identity as identity_tables
 from seamline.store import lake as lake_files
+from seamline.store import moments as moment_tables
 
 log = logging.getLogger("seamline")
 
@@ -76,6 +78,8 @@ class Workspace:
         except ValueError as exc:
             raise BadRequest(str(exc), code="invalid_setting") from None
         self.store = Store.open(self.data_dir)
+        if self.settings.checkpoint_threshold:
+            self.store.set_checkpoint_threshold(self.settings.checkpoint_threshold)
         self.writer = Writer(
             self.store,
             queue_max_events=self.settings.queue_max_events,
@@ -85,6 +89,12 @@ class Workspace:
             identity=IdentityService(self.rules),
         ).start()
         self.collector = Collector(self.store, self.writer, self.settings)
+        try:
+            self.moments = MomentsService(self.store, self.writer, self.settings).start()
+        except BaseException:
+            self.writer.stop()
+            self.store.close()
+            raise
         self._closed = False
         self._stoppers: list[Callable[[], None]] = []
 
@@ -101,6 +111,7 @@ class Workspace:
         self._closed = True
         for stop in self._stoppers:
             stop()
+        self.moments.stop()  # before the writer: the scheduler and outbox write through it
         self.writer.stop()
         self.store.close()
 
@@ -135,6 +146,11 @@ class Workspace:
 
     def tokens(self) -> list[dict[str, Any]]:
         return self.store.tokens()
+
+    def revoke_token(self, name: str) -> dict[str, Any]:
+        """Revoke the API tokens with this name at once (rotation: add a new one first)."""
+        count = self.writer.call(lambda con: Store.revoke_tokens(con, name)).result()
+        return {"name": name, "revoked": count}
 
     # -- data ------------------------------------------------------------------
     def import_events(self, source: str, events: list[Any]) -> dict[str, Any]:
@@ -267,10 +283,49 @@ class Workspace:
 
     def forget(self, identifier: str) -> dict[str, Any]:
         """Delete a person's events, identities and derived rows; suppress their identifiers."""
-        result: dict[str, Any] = self.writer.call(
-            lambda con: self.writer.identity.forget(con, identifier, utcnow())
-        ).result()
+
+        def run(con: Any) -> dict[str, Any]:
+            found = self.writer.identity.forget(con, identifier, utcnow())
+            found["deleted"]["moments"] = moment_tables.forget_orphans(con)  # timers, outbox
+            return found
+
+        result: dict[str, Any] = self.writer.call(run).result()
         return result
+
+    # -- moments ---------------------------------------------------------------------
+    def add_moment(self, definition: str | dict[str, Any]) -> dict[str, Any]:
+        """Save a moment rule (YAML/JSON text or a mapping); the same name replaces it."""
+        return self.moments.add(definition)
+
+    def list_moments(self) -> list[dict[str, Any]]:
+        """Every moment rule, secrets redacted."""
+        return self.moments.describe()
+
+    def enable_moment(self, name: str, enabled: bool = True) -> dict[str, Any]:
+        return self.moments.set_enabled(name, enabled)
+
+    def disable_moment(self, name: str) -> dict[str, Any]:
+        return self.moments.set_enabled(name, False)
+
+    def test_moment(self, name: str, person: str) -> dict[str, Any]:
+        """Dry run: what the rule would do over a person's stored journey (any identifier)."""
+        found = self._person_of(person)
+        if found is None:
+            raise NotFound(self._unknown(person), code="unknown_identifier")
+        return self.moments.test(name, found[2])
+
+    def moment_stats(self) -> dict[str, Any]:
+        """Per rule: triggered, cancelled by unless, capped, sent, failed, ..."""
+        return self.moments.stats()
+
+    def deliveries(self, failed: bool = False, limit: int = 100,
+                   moment: str | None = None) -> list[dict[str, Any]]:  # fmt: skip
+        """The outbox, newest first; ``failed`` lists the dead letters only."""
+        return self.moments.deliveries(failed, limit, moment)
+
+    def replay_delivery(self, delivery_id: str) -> dict[str, Any]:
+        """Send a failed or expired delivery again, under the same webhook-id."""
+        return self.moments.replay(delivery_id)
 
     # -- analytics ------------------------------------------------------------------
     def funnel(

@@ -130,10 +130,21 @@ def demo(ctx: Context, host: str, port: int, people: int, seed: int, no_serve: b
 
     with Workspace(ctx.data) as workspace:
         summary = build_demo(workspace, people=people, seed=seed, console=err)
-    ctx.emit(summary, lambda: err.print(
-        f"Demo workspace ready: {summary['people']} people, {summary['events']} new events "
-        f"({summary['duplicates']} already there) in {len(summary['sources'])} sources."
-    ))  # fmt: skip
+        # a read token made for this run, so the dashboard can be opened at once
+        summary["read_token"] = workspace.add_token("demo-dashboard", "read")["token"]
+    url_host = f"[{host}]" if ":" in host else host
+    summary["dashboard_url"] = f"http://{url_host}:{port}/"
+
+    def human() -> None:
+        err.print(
+            f"Demo workspace ready: {summary['people']} people, {summary['events']} new events "
+            f"({summary['duplicates']} already there) in {len(summary['sources'])} sources."
+        )
+        where = "Dashboard" if not no_serve else "Dashboard (after `seamline serve`)"
+        err.print(f"{where}: {summary['dashboard_url']}", highlight=False)
+        err.print(f"Sign in with this read token: {summary['read_token']}", highlight=False)
+
+    ctx.emit(summary, human)
     if not no_serve:
         _serve(ctx, host, port, run)
 
@@ -189,6 +200,17 @@ def tokens_add(ctx: Context, name: str, scope: str) -> None:
     with _open(ctx) as ws:
         result = ws.add_token(name, scope)
     ctx.emit(result, lambda: click.echo(result["token"]))
+
+
+@tokens.command("revoke")
+@click.argument("name")
+@pass_ctx
+@handle_errors
+def tokens_revoke(ctx: Context, name: str) -> None:
+    """Revoke the API tokens with this name (to rotate: add the new one, then revoke)."""
+    with _open(ctx) as ws:
+        result = ws.revoke_token(name)
+    ctx.emit(result, lambda: click.echo(f"revoked {result['revoked']} token(s) named {name}"))
 
 
 @tokens.command("list")
@@ -406,6 +428,31 @@ def forget(ctx: Context, identifier: str, yes: bool) -> None:
 
 
 # -- analytics ---------------------------------------------------------------------------
+@main.command()
+@pass_ctx
+@handle_errors
+def compact(ctx: Context) -> None:
+    """Rewrite the workspace file so deleted data (forget) leaves the disk.
+
+    Needs the file to itself: stop the server first.
+    """
+    from seamline.store.compact import compact as run
+
+    info = running_server(ctx.data)
+    if info is not None:
+        raise SeamlineError(
+            f"A server (pid {info.get('pid')}) owns {ctx.data}; compaction rewrites the file "
+            "and needs it to itself. Stop the server, run `seamline compact`, start it again.",
+            code="server_running", status=409,
+        )  # fmt: skip
+    with err.status("Compacting..."):
+        result = run(ctx.data)
+    ctx.emit(result, lambda: err.print(
+        f"Compacted {result['file']}: {result['bytes_before']:,} -> {result['bytes_after']:,} "
+        f"bytes, {result['rows']:,} rows in {result['tables']} tables, {result['seconds']} s"
+    ))  # fmt: skip
+
+
 def _when(value: str | None, name: str) -> datetime | None:
     if value is None:
         return None
@@ -637,3 +684,9 @@ def lake_export(ctx: Context, directory: Path, incremental: bool) -> None:
         f"{result['events_written']} events in {len(result['dates'])} dates written to "
         f"{directory} (collector {result['collector']})"
     ))  # fmt: skip
+
+
+# -- moments (commands in their own module) -------------------------------------------------
+from seamline.cli_moments import moments as _moments  # noqa: E402 - needs the helpers above
+
+main.add_command(_moments)

@@ -127,7 +127,54 @@ def _dates(start: datetime | None, end: datetime | None) -> dict[str, str]:
     return {key: value.isoformat() for key, value in dates.items() if value is not None}
 
 
-class RemoteWorkspace(_IdentityCalls, _AnalyticsCalls):
+class _MomentsCalls:
+    """Moment methods of :class:`RemoteWorkspace` (admin routes under ``/api/moments``)."""
+
+    _call: Any
+
+    def add_moment(self, definition: str | dict[str, Any]) -> dict[str, Any]:
+        body = {"text": definition} if isinstance(definition, str) else {"definition": definition}
+        result: dict[str, Any] = self._call("POST", "/api/moments", json=body)
+        return result
+
+    def list_moments(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._call("GET", "/api/moments")
+        return result
+
+    def enable_moment(self, name: str, enabled: bool = True) -> dict[str, Any]:
+        action = "enable" if enabled else "disable"
+        result: dict[str, Any] = self._call("POST", f"/api/moments/{quote(name, safe='')}/{action}")
+        return result
+
+    def disable_moment(self, name: str) -> dict[str, Any]:
+        return self.enable_moment(name, False)
+
+    def test_moment(self, name: str, person: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call(
+            "GET", f"/api/moments/{quote(name, safe='')}/test", params={"person": person}
+        )
+        return result
+
+    def moment_stats(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("GET", "/api/moments/stats")
+        return result
+
+    def deliveries(self, failed: bool = False, limit: int = 100,
+                   moment: str | None = None) -> list[dict[str, Any]]:  # fmt: skip
+        params: dict[str, Any] = {"failed": failed, "limit": limit}
+        if moment:
+            params["moment"] = moment
+        result: list[dict[str, Any]] = self._call("GET", "/api/deliveries", params=params)
+        return result
+
+    def replay_delivery(self, delivery_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call(
+            "POST", f"/api/deliveries/{quote(delivery_id, safe='')}/replay"
+        )
+        return result
+
+
+class RemoteWorkspace(_IdentityCalls, _AnalyticsCalls, _MomentsCalls):
     def __init__(self, url: str, token: str, data_dir: Path):
         self.url = url
         self.data_dir = data_dir
@@ -177,6 +224,10 @@ class RemoteWorkspace(_IdentityCalls, _AnalyticsCalls):
         result: dict[str, Any] = self._call(
             "POST", "/api/tokens", json={"name": name, "scope": scope}
         )
+        return result
+
+    def revoke_token(self, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("DELETE", f"/api/tokens/{quote(name, safe='')}")
         return result
 
     def tokens(self) -> list[dict[str, Any]]:

@@ -44,6 +44,9 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("trusted_proxies", "", "Comma-separated client addresses whose X-Forwarded-For is trusted."),
     Setting("cors_origins", "*", "Origins allowed to send from browsers ('*' echoes the Origin)."),
+    Setting(
+        "checkpoint_threshold", "", "WAL size that starts DuckDB's automatic checkpoint ('64MB')."
+    ),
     Setting("shutdown_timeout_seconds", 8, "Seconds SIGTERM waits for in-flight requests before draining."),
     Setting("phone_region", "US", "Region for phone numbers written without a country code."),
     Setting(
@@ -60,6 +63,24 @@ SETTINGS: tuple[Setting, ...] = (
         "costly_events",
         "",
         "Costly contact events, comma-separated (default: every call_center and store event).",
+    ),
+    Setting(
+        "allow_destinations",
+        "",
+        "CIDR ranges moments may send to although private or loopback (metadata never).",
+    ),
+    Setting("moments_grace_seconds", 30, "Extra wait after an unless window for late events."),
+    Setting("moments_poll_ms", 250, "How often the moments scheduler and outbox look for work."),
+    Setting("moments_retry_base_ms", 5000, "First retry delay of a failed delivery (x4 each)."),
+    Setting("moments_max_attempts", 12, "Attempts before a delivery is dead-lettered (failed)."),
+    Setting("moments_delivery_timeout_seconds", 15, "Timeout of one webhook attempt."),
+    Setting("moments_breaker_failures", 5, "Failures in a row that open a host's circuit."),
+    Setting("moments_breaker_seconds", 30, "How long an open circuit waits (doubles, max 10 min)."),
+    Setting("moments_timezone", "UTC", "Time zone for quiet hours when a person has none."),
+    Setting(
+        "moments_trigger_max_age_seconds",
+        3600,
+        "Triggers that arrive later than this after they happened start no moment.",
     ),
 )
 
@@ -80,6 +101,7 @@ class Settings:
     public_protocol: str = _BY_NAME["public_protocol"].default
     trusted_proxies: str = _BY_NAME["trusted_proxies"].default
     cors_origins: str = _BY_NAME["cors_origins"].default
+    checkpoint_threshold: str = _BY_NAME["checkpoint_threshold"].default
     shutdown_timeout_seconds: int = _BY_NAME["shutdown_timeout_seconds"].default
     phone_region: str = _BY_NAME["phone_region"].default
     identity_caps: str = _BY_NAME["identity_caps"].default
@@ -87,6 +109,16 @@ class Settings:
     identity_blocked_values: str = _BY_NAME["identity_blocked_values"].default
     outcome_events: str = _BY_NAME["outcome_events"].default
     costly_events: str = _BY_NAME["costly_events"].default
+    allow_destinations: str = _BY_NAME["allow_destinations"].default
+    moments_grace_seconds: int = _BY_NAME["moments_grace_seconds"].default
+    moments_poll_ms: int = _BY_NAME["moments_poll_ms"].default
+    moments_retry_base_ms: int = _BY_NAME["moments_retry_base_ms"].default
+    moments_max_attempts: int = _BY_NAME["moments_max_attempts"].default
+    moments_delivery_timeout_seconds: int = _BY_NAME["moments_delivery_timeout_seconds"].default
+    moments_breaker_failures: int = _BY_NAME["moments_breaker_failures"].default
+    moments_breaker_seconds: int = _BY_NAME["moments_breaker_seconds"].default
+    moments_timezone: str = _BY_NAME["moments_timezone"].default
+    moments_trigger_max_age_seconds: int = _BY_NAME["moments_trigger_max_age_seconds"].default
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @classmethod

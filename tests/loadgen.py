@@ -9,6 +9,7 @@ way the Segment SDKs retry. ``X-Retry-Count`` marks re-sends, so the stored
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 import uuid
@@ -52,6 +53,7 @@ class SenderStats:
     unexpected: list[str] = field(default_factory=list)  # anything but 200/503/conn. error
     rejected_ids: set[str] = field(default_factory=set)  # batches given up on after a 503
     latencies: list[float] = field(default_factory=list)  # seconds, of each 200 answer
+    batch_sizes: dict[str, int] = field(default_factory=dict)  # batch id -> events in it
 
 
 class Sender:
@@ -59,10 +61,15 @@ class Sender:
 
     ``retry=False`` gives up on a batch after its first 503 (overload test) and
     records its ids in ``rejected_ids``; connection errors are still retried.
+    ``sizes=(lo, hi)`` draws each batch's size at random (seeded), ``max_events`` stops
+    taking new batches once that many events were started, and ``rate`` paces all the
+    threads together to about that many events per second.
     """
 
     def __init__(self, url: str, write_key: str, *, threads: int = 4, batch_size: int = 100,
-                 retry: bool = True, timeout: float = 10.0, pause: float = 0.0):  # fmt: skip
+                 retry: bool = True, timeout: float = 10.0, pause: float = 0.0,
+                 sizes: tuple[int, int] | None = None, max_events: int | None = None,
+                 rate: float | None = None, seed: int = 0):  # fmt: skip
         self.url = url
         self.write_key = write_key
         self.batch_size = batch_size
@@ -74,6 +81,14 @@ class Sender:
         self._stop = threading.Event()
         self._abandon = threading.Event()  # stop even with a batch unacknowledged
         self._run = uuid.uuid4().hex[:8]
+        self.sizes = sizes
+        self.max_events = max_events
+        self.rate = rate
+        self._rng = random.Random(seed)
+        self._started_events = 0
+        self._began = time.monotonic()
+        self.finished = threading.Event()  # set when max_events were all acknowledged
+        self._active = threads
         self._threads = [
             threading.Thread(target=self._loop, args=(n,), name=f"sender-{n}", daemon=True)
             for n in range(threads)
@@ -98,18 +113,44 @@ class Sender:
         with self._lock:
             self.stats.statuses[key] += 1
 
-    def _loop(self, number: int) -> None:
-        with httpx.Client(auth=(self.write_key, ""), timeout=self.timeout) as client:
-            sequence = 0
-            while not self._stop.is_set():
-                batch_id = f"{self._run}-t{number}-b{sequence}"
-                sequence += 1
-                self._send(client, batch_id)
-                if self.pause:
-                    time.sleep(self.pause)
+    def _next_size(self) -> int | None:
+        """Reserve the next batch's events (None: the budget is spent); paces ``rate``."""
+        with self._lock:
+            size = self._rng.randint(*self.sizes) if self.sizes else self.batch_size
+            if self.max_events is not None:
+                size = min(size, self.max_events - self._started_events)
+                if size <= 0:
+                    return None
+            due = self._began + self._started_events / self.rate if self.rate else 0.0
+            self._started_events += size
+        wait = due - time.monotonic()
+        if wait > 0:
+            self._stop.wait(wait)
+        return size
 
-    def _send(self, client: httpx.Client, batch_id: str) -> None:
-        events = make_batch(batch_id, self.batch_size)
+    def _loop(self, number: int) -> None:
+        try:
+            with httpx.Client(auth=(self.write_key, ""), timeout=self.timeout) as client:
+                sequence = 0
+                while not self._stop.is_set():
+                    size = self._next_size()
+                    if size is None:
+                        return
+                    batch_id = f"{self._run}-t{number}-b{sequence}"
+                    sequence += 1
+                    self._send(client, batch_id, size)
+                    if self.pause:
+                        time.sleep(self.pause)
+        finally:
+            with self._lock:
+                self._active -= 1
+                if self._active == 0:
+                    self.finished.set()
+
+    def _send(self, client: httpx.Client, batch_id: str, size: int | None = None) -> None:
+        events = make_batch(batch_id, size or self.batch_size)
+        with self._lock:
+            self.stats.batch_sizes[batch_id] = len(events)
         attempt = 0
         while True:
             if self._abandon.is_set():

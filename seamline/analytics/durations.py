@@ -26,7 +26,10 @@ def parse_duration(text: str | timedelta, field: str = "within") -> timedelta:
             "e.g. 90s, 10m, 2h, 7d or 2w.",
             code="invalid_duration",
         )
-    value = timedelta(**{_UNITS[match.group(2)]: float(match.group(1))})
+    try:
+        value = timedelta(**{_UNITS[match.group(2)]: float(match.group(1))})
+    except OverflowError:
+        raise BadRequest(f"{field} {text!r} is too long.", code="invalid_duration") from None
     if value <= timedelta(0):
         raise BadRequest(f"{field} must be longer than zero.", code="invalid_duration")
     return value

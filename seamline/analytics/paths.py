@@ -33,8 +33,8 @@ def run_paths(table: pa.Table, definition: PathDefinition) -> PathResult:
         keep[1:] = (person[1:] != person[:-1]) | (codes[1:] != codes[:-1])
         person, codes = person[keep], codes[keep]
 
-    anchor_code = names.index(definition.event) if definition.event in names else _PAD - 1
-    hits = np.flatnonzero(codes == anchor_code)
+    hits = np.flatnonzero(codes == names.index(definition.event)) if (
+        definition.event in names) else np.zeros(0, dtype=np.int64)  # fmt: skip
     _, first = np.unique(person[hits], return_index=True)
     anchors = hits[first]  # each person's first occurrence
 

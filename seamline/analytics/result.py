@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 import pyarrow as pa
+
+if TYPE_CHECKING:  # pandas is imported when used: it costs ~0.5 s at every start
+    import pandas as pd
 
 
 @dataclass
@@ -31,6 +33,8 @@ class Result:
         return pa.Table.from_pylist(self.rows())
 
     def to_pandas(self) -> pd.DataFrame:
+        import pandas as pd
+
         return pd.DataFrame(self.rows())
 
     def __getitem__(self, key: str) -> Any:
@@ -43,6 +47,8 @@ class Result:
 class FunnelResult(Result):
     def to_pandas(self) -> pd.DataFrame:
         """Steps as rows; with a breakdown, one row per (breakdown value, step)."""
+        import pandas as pd
+
         frame = pd.DataFrame(self.rows())
         breakdown = self.data.get("breakdown")
         if not breakdown:
@@ -61,6 +67,8 @@ class JourneyResult(Result):
 class PathResult(Result):
     def to_pandas(self) -> pd.DataFrame:
         """One row per path: the path as a list, its text (``A → B → C``), people, share."""
+        import pandas as pd
+
         frame = pd.DataFrame(self.rows(), columns=["path", "people", "share"])
         frame.insert(1, "path_text", [" → ".join(map(str, path)) for path in frame["path"]])
         return frame
@@ -72,6 +80,8 @@ class PathResult(Result):
 class RetentionResult(Result):
     def to_pandas(self) -> pd.DataFrame:
         """One row per (cohort, period offset): people, retained, rate, observed."""
+        import pandas as pd
+
         rows = [
             {"cohort": cohort["cohort"], "people": cohort["people"], "offset": offset,
              "retained": retained, "rate": rate,
@@ -90,6 +100,8 @@ class RetentionResult(Result):
 class OutcomeResult(Result):
     def to_pandas(self) -> pd.DataFrame:
         """One row per period (the same columns when there are none)."""
+        import pandas as pd
+
         columns = ["period", "people", "converted", "outcome_rate", "median_seconds_to_outcome",
                    "p90_seconds_to_outcome", "contacts", "contacts_per_person", "contained",
                    "containment"]  # fmt: skip

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy.stats import fisher_exact
 from numpy.typing import NDArray
 
 Z95 = 1.959963984540054
@@ -42,6 +41,8 @@ def two_proportion_p(x1: int, n1: int, x0: int, n0: int, alternative: str = "gre
     """
     if n1 == 0 or n0 == 0:
         return 1.0
+    from scipy.stats import fisher_exact  # imported here: scipy.stats costs ~1 s at startup
+
     table = [[x1, n1 - x1], [x0, n0 - x0]]
     return float(fisher_exact(table, alternative=alternative).pvalue)
 

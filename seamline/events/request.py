@@ -9,7 +9,7 @@ good events and records bad ones.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -29,6 +29,7 @@ class _Single(msgspec.Struct):
     writeKey: Any = None
 
 
+T = TypeVar("T")
 _batch_decoder = msgspec.json.Decoder(_Batch)
 _single_decoder = msgspec.json.Decoder(_Single)
 
@@ -58,6 +59,20 @@ def _too_deep() -> BadRequest:
     )
 
 
+def _decode(decoder: msgspec.json.Decoder[T], body: bytes, what: str, fix: str, code: str) -> T:
+    """Decode with one error per failure kind: wrong shape, not JSON, nested too deep."""
+    try:
+        return decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        raise BadRequest(f"{what} has the wrong shape: {exc}. {fix}", code=code) from None
+    except msgspec.DecodeError as exc:
+        raise BadRequest(
+            f"Request body is not valid JSON: {_explain(exc)}.", code="invalid_json"
+        ) from None
+    except RecursionError:
+        raise _too_deep() from None
+
+
 def parse_request(
     body: bytes, *, batch: bool, max_events: int, max_event_bytes: int
 ) -> ParsedRequest:
@@ -74,19 +89,9 @@ def parse_request(
             code="invalid_json",
         ) from None
     if batch:
-        try:
-            envelope = _batch_decoder.decode(body)
-        except msgspec.ValidationError as exc:
-            raise BadRequest(
-                f"Batch body has the wrong shape: {exc}. Send {{\"batch\": [event, ...]}}.",
-                code="invalid_batch",
-            ) from None
-        except msgspec.DecodeError as exc:
-            raise BadRequest(
-                f"Request body is not valid JSON: {_explain(exc)}.", code="invalid_json"
-            ) from None
-        except RecursionError:
-            raise _too_deep() from None
+        envelope = _decode(
+            _batch_decoder, body, "Batch body", 'Send {"batch": [event, ...]}.', "invalid_batch"
+        )
         if len(envelope.batch) > max_events:
             raise BadRequest(
                 f"Batch has {len(envelope.batch)} events; the limit is {max_events}. "
@@ -108,19 +113,9 @@ def parse_request(
             context=envelope.context if isinstance(envelope.context, dict) else {},
             integrations=envelope.integrations if isinstance(envelope.integrations, dict) else {},
         )
-    try:
-        single = _single_decoder.decode(body)
-    except msgspec.ValidationError as exc:
-        raise BadRequest(
-            f"Event body has the wrong shape: {exc}. Send one event as a JSON object.",
-            code="invalid_event",
-        ) from None
-    except msgspec.DecodeError as exc:
-        raise BadRequest(
-            f"Request body is not valid JSON: {_explain(exc)}.", code="invalid_json"
-        ) from None
-    except RecursionError:
-        raise _too_deep() from None
+    single = _decode(
+        _single_decoder, body, "Event body", "Send one event as a JSON object.", "invalid_event"
+    )
     if len(body) > max_event_bytes:
         raise BadRequest(
             f"Event is {len(body)} bytes; the limit is {max_event_bytes}. Trim its properties.",

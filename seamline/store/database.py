@@ -102,6 +102,15 @@ def _unregister(con: duckdb.DuckDBPyConnection, name: str) -> None:
         con.unregister(name)
 
 
+def is_fatal(exc: BaseException) -> bool:
+    """Whether DuckDB invalidated the database: only a reopen makes it usable again."""
+    return isinstance(exc, duckdb.FatalException) or "database has been invalidated" in str(exc)
+
+
+def _unavailable(exc: BaseException) -> StoreUnavailable:
+    return StoreUnavailable(f"The store cannot be read right now ({exc}); retry shortly.")
+
+
 def hash_secret(secret: str) -> str:
     # Tokens are 192-bit random strings, so a fast hash is enough (no password stretching).
     return hashlib.sha256(secret.encode()).hexdigest()
@@ -172,13 +181,22 @@ class Store:
     # -- connections -------------------------------------------------------------
     @contextmanager
     def cursor(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A read cursor of its own (DuckDB cursors are not shared between threads)."""
-        cur = self._connection.cursor()
-        _quiet(cur)
+        """A read cursor of its own (DuckDB cursors are not shared between threads).
+
+        While the database is invalidated (or being reopened) reads answer
+        :class:`StoreUnavailable` (503), not an unexpected 500.
+        """
+        try:
+            cur = _quiet(self._connection.cursor())
+        except duckdb.Error as exc:
+            raise _unavailable(exc) from None
         try:
             yield cur
+        except (duckdb.FatalException, duckdb.ConnectionException) as exc:
+            raise _unavailable(exc) from None
         finally:
-            cur.close()
+            with contextlib.suppress(duckdb.Error):
+                cur.close()
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self.cursor() as cur:
@@ -194,6 +212,34 @@ class Store:
 
     def writer_connection(self) -> duckdb.DuckDBPyConnection:
         return _quiet(self._connection.cursor())
+
+    def set_checkpoint_threshold(self, size: str) -> None:
+        """DuckDB's automatic checkpoint threshold (a WAL size such as ``'64MB'``)."""
+        try:
+            self._connection.execute("SET checkpoint_threshold = ?", [size])
+        except duckdb.Error as exc:
+            self.close()
+            raise SeamlineError(f"Setting 'checkpoint_threshold': {exc}",
+                                code="invalid_setting") from None  # fmt: skip
+
+    def reopen(self) -> None:
+        """Replace the connection after DuckDB invalidated the database.
+
+        DuckDB invalidates a database after a fatal error, such as a checkpoint that hit
+        a full disk, and every later statement fails until it is opened again. Closing
+        the connection closes its cursors and frees the instance; connecting again
+        replays the WAL, so every committed transaction is back. Raises
+        :class:`StoreUnavailable` while that is not possible (the disk is still full).
+        """
+        with self._lock:
+            with contextlib.suppress(duckdb.Error):
+                self._connection.close()
+            try:
+                connection = _quiet(duckdb.connect(str(self.path)))
+                connection.execute("SELECT count(*) FROM schema_migrations").fetchone()
+            except duckdb.Error as exc:
+                raise StoreUnavailable(f"Cannot reopen {self.path} yet: {exc}") from None
+            self._connection = connection
 
     def checkpoint(self) -> None:
         with self._lock:
@@ -255,6 +301,18 @@ class Store:
             [token.token_id, name, scope, hash_secret(secret), secret[:10] + "...", utcnow()],
         )
         return token, secret
+
+    @staticmethod
+    def revoke_tokens(con: duckdb.DuckDBPyConnection, name: str) -> int:
+        """Revoke every active token with this name; returns how many."""
+        rows = con.execute(
+            "UPDATE tokens SET revoked = TRUE WHERE name = ? AND NOT revoked RETURNING token_id",
+            [name],
+        ).fetchall()
+        if not rows:
+            raise NotFound(f"No active API token is named '{name}'; see `seamline tokens list`.",
+                           code="unknown_token")  # fmt: skip
+        return len(rows)
 
     def token_for(self, secret: str) -> Token | None:
         row = self.query_one(

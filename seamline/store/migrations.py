@@ -7,7 +7,7 @@ transaction as the append, and an integer key keeps the index fast.
 
 from __future__ import annotations
 
-from seamline.store import identity
+from seamline.store import identity, moments
 
 MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     (
@@ -91,4 +91,9 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     ),
     (2, "identity: persons, identities, merges, overrides, refusals, hubs, suppressions",
      identity.MIGRATION),
+    (
+        3,
+        "moments: rules, rule versions, trigger instances, delivery outbox, counters",
+        moments.MIGRATION,
+    ),
 )

@@ -6,6 +6,13 @@ transaction and resolves every future only after COMMIT has returned, that is
 after DuckDB has fsynced its WAL. That is what makes a ``200`` mean "stored".
 The queue is bounded in events: when it is full, :meth:`Writer.submit` raises
 :class:`Overloaded` at once and the client gets a retryable 503.
+
+A failed commit (a full or read-only disk) answers 503 and changes nothing. DuckDB
+*invalidates* the database after a fatal error, such as an automatic checkpoint that
+hit a full disk; the writer then answers 503 at once and tries, at most every
+``REOPEN_INTERVAL`` seconds, to reopen the database on its own thread (the WAL replay
+brings back every commit) and reload the identity graph, so ingest recovers without a
+restart once the cause is gone.
 """
 
 from __future__ import annotations
@@ -24,10 +31,12 @@ import duckdb
 from seamline.errors import Overloaded, SeamlineError, StoreUnavailable
 from seamline.events import EventRows, FailedEvent
 from seamline.identity.service import IdentityService
-from seamline.store.database import Store
+from seamline.store.database import Store, is_fatal
 
 log = logging.getLogger("seamline.writer")
 T = TypeVar("T")
+REOPEN_INTERVAL = 0.5  # first wait before reopening an invalidated database (doubles)
+REOPEN_INTERVAL_MAX = 5.0
 
 
 @dataclass(frozen=True)
@@ -90,6 +99,13 @@ class Writer:
         self.group_commit_wait = group_commit_wait_ms / 1000
         self.retry_after_seconds = retry_after_seconds
         self.commits = 0
+        self.reopens = 0  # times the database was reopened after a fatal error
+        self._broken: BaseException | None = None  # the fatal error, until a reopen works
+        self._next_reopen = 0.0
+        self._reopen_delay = REOPEN_INTERVAL
+        self._commits_at_reopen = 0
+        self._last_fail_log = -1.0
+        self._unlogged = 0
         self._listeners: list[Callable[[EventRows], None]] = []
         self._hooks: list[
             Callable[[duckdb.DuckDBPyConnection, EventRows, set[tuple[str, str]]], None]
@@ -103,6 +119,11 @@ class Writer:
     @property
     def queued_events(self) -> int:
         return self._queued_events
+
+    @property
+    def healthy(self) -> bool:
+        """False while the database is invalidated and not yet reopened."""
+        return self._broken is None
 
     def submit(
         self, rows: EventRows, failed: list[FailedEvent], counters: dict[str, int] | None = None
@@ -200,6 +221,10 @@ class Writer:
             group = self._take()
             if group is None:
                 return
+            if self._broken is not None and not self._reopen():
+                for job in group:  # nothing can commit until the database is reopened
+                    self._fail(job, self._broken)
+                continue
             if isinstance(group[0], _Call):
                 self._run_call(group[0])
             else:
@@ -207,8 +232,9 @@ class Writer:
                 try:
                     self._commit(appends)
                 except Exception as exc:  # noqa: BLE001 - isolate the poisoned request
-                    if len(appends) == 1:
-                        self._fail(appends[0], exc)
+                    if len(appends) == 1 or self._broken is not None:
+                        for job in appends:
+                            self._fail(job, exc)
                     else:
                         log.warning("group commit failed (%s); retrying requests one by one", exc)
                         for job in appends:
@@ -250,8 +276,8 @@ class Writer:
             for hook in self._hooks:
                 hook(con, rows, stored)
             con.execute("COMMIT")
-        except BaseException:
-            self._rollback()
+        except BaseException as exc:
+            self._rollback(exc)
             raise
         self.commits += 1
         for listener in self._listeners:
@@ -275,8 +301,21 @@ class Writer:
                 AppendResult(mine, len(keys) - mine - dropped, len(job.failed), reasons, dropped)
             )
 
-    def _rollback(self) -> None:
+    def _rollback(self, exc: BaseException | None = None) -> None:
         """Undo the open transaction and the identity graph's in-memory changes with it."""
+        if exc is not None and is_fatal(exc):
+            if self._broken is None:
+                log.error("the database was invalidated by a fatal error; answering 503 and "
+                          "reopening it once possible: %s", exc)  # fmt: skip
+            if self.reopens and self.commits == self._commits_at_reopen:
+                # invalidated again before any commit since the reopen (the disk is still
+                # full): wait longer each time, up to REOPEN_INTERVAL_MAX
+                self._reopen_delay = min(self._reopen_delay * 2, REOPEN_INTERVAL_MAX)
+            else:
+                self._reopen_delay = REOPEN_INTERVAL
+            self._broken = exc
+            self._next_reopen = time.monotonic() + self._reopen_delay
+            return  # every statement fails until the reopen; it reloads the graph
         try:
             self._con.execute("ROLLBACK")
         except duckdb.Error:
@@ -293,20 +332,46 @@ class Writer:
             result = job.fn(con)
             con.execute("COMMIT")
         except BaseException as exc:  # noqa: BLE001
-            self._rollback()
+            self._rollback(exc)
             self._fail(job, exc)
             return
         job.future.set_result(result)
+
+    def _reopen(self) -> bool:
+        """Try to reopen an invalidated database (throttled); True when it worked."""
+        now = time.monotonic()
+        if now < self._next_reopen:
+            return False
+        self._next_reopen = now + self._reopen_delay
+        try:
+            self._store.reopen()  # closes the old connection, and this cursor with it
+            con = self._store.writer_connection()
+            self.identity.reload(con)
+        except (duckdb.Error, SeamlineError) as exc:
+            log.warning("the database cannot be reopened yet (answering 503): %s", exc)
+            return False
+        self._con = con
+        self._broken = None
+        self.reopens += 1
+        self._commits_at_reopen = self.commits
+        log.warning("reopened the database after a fatal error; ingest resumes")
+        return True
 
     def _fail(self, job: _Append | _Call, exc: BaseException) -> None:
         if isinstance(exc, SeamlineError):
             job.future.set_exception(exc)
             return
-        log.error("store write failed, answering 503: %s", exc)
+        now = time.monotonic()
+        if now - self._last_fail_log >= 1.0:  # one line a second, not one per request
+            more = f" ({self._unlogged} more since the last line)" if self._unlogged else ""
+            log.error("store write failed, answering 503%s: %s", more, exc)
+            self._last_fail_log, self._unlogged = now, 0
+        else:
+            self._unlogged += 1
         job.future.set_exception(
             StoreUnavailable(
-                f"The store could not commit ({type(exc).__name__}: {exc}); nothing was "
-                "stored, retry later.",
+                f"The store could not commit ({type(exc).__name__}: {exc}); retry later "
+                "(a retried event is never stored twice).",
                 retry_after=self.retry_after_seconds,
             )
         )

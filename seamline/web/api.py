@@ -15,8 +15,9 @@ from pydantic import BaseModel, Field
 
 from seamline import __version__
 from seamline.app import Workspace
-from seamline.errors import Forbidden, Unauthorized
+from seamline.errors import BadRequest, Forbidden, Unauthorized
 from seamline.store.database import WRITE_KEY_PREFIX
+from seamline.web.moments_api import install_moments_routes
 
 
 class SourceIn(BaseModel):
@@ -156,6 +157,11 @@ def install_api(app: FastAPI, workspace: Workspace, local_secret: str | None) ->
         """Create an API token; the secret is in this answer only."""
         return workspace.add_token(body.name, body.scope)
 
+    @router.delete("/tokens/{name}", tags=["tokens"])
+    def revoke_token(name: str, principal: Admin) -> dict[str, Any]:
+        """Revoke the API tokens with this name; they are refused from the next request."""
+        return workspace.revoke_token(name)
+
     @router.post("/import", response_model=ImportOut, tags=["data"])
     def import_events(body: ImportIn, principal: Admin) -> dict[str, Any]:
         """Import events for a source, keeping their timestamps (used by `seamline import`)."""
@@ -275,8 +281,16 @@ def install_api(app: FastAPI, workspace: Workspace, local_secret: str | None) ->
     @router.post("/lake/export", tags=["lake"])
     def lake_export(body: LakeExportIn, principal: Admin) -> dict[str, Any]:
         """Publish the workspace to a Parquet lake directory on the server's machine."""
-        return workspace.lake_export(body.directory, body.incremental)
+        if not body.directory.startswith("/"):  # relative to the server's cwd: never meant
+            raise BadRequest("The lake directory must be an absolute path on the server.",
+                             code="invalid_directory")  # fmt: skip
+        try:
+            return workspace.lake_export(body.directory, body.incremental)
+        except (OSError, ValueError) as exc:  # a directory the server cannot write
+            raise BadRequest(f"Cannot write the lake to {body.directory!r}: {exc}",
+                             code="invalid_directory") from None  # fmt: skip
 
+    install_moments_routes(router, workspace, Admin)
     app.include_router(router)
 
 
@@ -284,4 +298,8 @@ def _naive(value: datetime | None) -> datetime | None:
     """API times may carry an offset; the store keeps naive UTC."""
     if value is None or value.tzinfo is None:
         return value
-    return value.astimezone(UTC).replace(tzinfo=None)
+    try:
+        return value.astimezone(UTC).replace(tzinfo=None)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+14:00
+        raise BadRequest(f"The time {value.isoformat()} is out of range.",
+                         code="invalid_time") from None  # fmt: skip

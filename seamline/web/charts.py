@@ -36,6 +36,14 @@ def colour(lane: str | None) -> str:
     return _SPARE[zlib.crc32((lane or "").encode()) % len(_SPARE)]
 
 
+def lane_colours(edges: list[dict[str, Any]], lane: str) -> dict[str, str]:
+    """A colour per lane of a figure: channels keep theirs, other lanes (units) take the
+    spare colours in order, so two units of one chart never share a colour (up to 7)."""
+    names = sorted({e[f"{end}_{lane}"] or "" for e in edges for end in ("from", "to")})
+    spare = iter(_SPARE * (len(names) // len(_SPARE) + 1))
+    return {name: CHANNEL_COLOURS.get(name) or next(spare) for name in names}
+
+
 def _alpha(hex_colour: str, alpha: float) -> str:
     red, green, blue = (int(hex_colour[i : i + 2], 16) for i in (1, 3, 5))
     return f"rgba({red},{green},{blue},{alpha})"
@@ -51,29 +59,104 @@ def _layout(**extra: Any) -> dict[str, Any]:
     return layout
 
 
-def journey_sankey(edges: list[dict[str, Any]]) -> Figure:
-    """Touchpoints (event in a lane) as nodes, transitions as links sized by people."""
+Node = tuple[str, str]
+
+
+def _ranks(edges: list[dict[str, Any]], starts: list[Node], lane: str) -> dict[Node, int]:
+    """Steps from where most journeys start (breadth first), then from the other starts
+    for what that did not reach; nodes never reached rank last."""
+    following: dict[Node, list[Node]] = {}
+    for edge in edges:  # most people first, as the journey map lists them
+        following.setdefault((edge["from"], edge[f"from_{lane}"]), []).append(
+            (edge["to"], edge[f"to_{lane}"])
+        )
+    rank: dict[Node, int] = {}
+    for start in starts:  # most people first
+        if start in rank:
+            continue
+        rank[start] = 0
+        frontier = [start]
+        while frontier:
+            nxt = []
+            for node in frontier:
+                for target in following.get(node, ()):
+                    if target not in rank:
+                        rank[target] = rank[node] + 1
+                        nxt.append(target)
+            frontier = nxt
+    return rank
+
+
+def split_loops(edges: list[dict[str, Any]], lane: str = "channel",
+                starts: list[dict[str, Any]] | None = None,
+                ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:  # fmt: skip
+    """(forward edges, loops and back-edges): a Sankey reads well only without cycles.
+
+    Edges that lead away from where journeys start (``starts`` of the journey map) are
+    taken first, then the rest, most people first; an edge that would close a cycle (a
+    retry, a return to an earlier touchpoint) goes to the second list, which the page
+    shows as a table: the journey map keeps loops, the chart shows the forward flow.
+    """
+    entry = [(s["event"], s[lane]) for s in starts or []]
+    rank = _ranks(edges, entry, lane)
+    last = len(rank) + 1
+    following: dict[Node, set[Node]] = {}
+
+    def reaches(start: Node, goal: Node) -> bool:
+        stack, seen = [start], {start}
+        while stack:
+            node = stack.pop()
+            if node == goal:
+                return True
+            for nxt in following.get(node, ()):
+                if nxt not in seen:
+                    seen.add(nxt)
+                    stack.append(nxt)
+        return False
+
+    def order(edge: dict[str, Any]) -> tuple[bool, int, int]:
+        ahead = rank.get((edge["from"], edge[f"from_{lane}"]), last) < rank.get(
+            (edge["to"], edge[f"to_{lane}"]), last
+        )
+        return (not ahead, -edge["people"], -edge["transitions"])
+
+    forward, loops = [], []
+    for edge in sorted(edges, key=order):
+        source, target = (edge["from"], edge[f"from_{lane}"]), (edge["to"], edge[f"to_{lane}"])
+        if reaches(target, source):
+            loops.append(edge)
+        else:
+            following.setdefault(source, set()).add(target)
+            forward.append(edge)
+    loops.sort(key=lambda e: -e["people"])
+    return forward, loops
+
+
+def journey_sankey(edges: list[dict[str, Any]], lane: str = "channel",
+                   hues: dict[str, str] | None = None) -> Figure:  # fmt: skip
+    """Touchpoints (event in a lane) as nodes, forward transitions as links by people."""
+    hues = hues or lane_colours(edges, lane)
     nodes: dict[tuple[str, str], int] = {}
     for edge in edges:
         for end in ("from", "to"):
-            nodes.setdefault((edge[end], edge[f"{end}_channel"]), len(nodes))
+            nodes.setdefault((edge[end], edge[f"{end}_{lane}"]), len(nodes))
     labels = [event for event, _ in nodes]
-    lanes = [lane for _, lane in nodes]
+    lanes = [lane_name for _, lane_name in nodes]
     link: dict[str, list[Any]] = {"source": [], "target": [], "value": [], "color": [],
                                   "customdata": []}  # fmt: skip
     for edge in edges:
-        link["source"].append(nodes[(edge["from"], edge["from_channel"])])
-        link["target"].append(nodes[(edge["to"], edge["to_channel"])])
+        link["source"].append(nodes[(edge["from"], edge[f"from_{lane}"])])
+        link["target"].append(nodes[(edge["to"], edge[f"to_{lane}"])])
         link["value"].append(edge["people"])
-        link["color"].append(_alpha(colour(edge["from_channel"]), 0.35))
+        link["color"].append(_alpha(hues[edge[f"from_{lane}"] or ""], 0.35))
         link["customdata"].append([
             edge["people"], edge["transitions"], duration(edge["median_seconds"]),
-            duration(edge["p90_seconds"]), edge["from_channel"], edge["to_channel"],
+            duration(edge["p90_seconds"]), edge[f"from_{lane}"], edge[f"to_{lane}"],
         ])  # fmt: skip
     trace = {
         "type": "sankey", "arrangement": "snap", "valueformat": ",d",
-        "node": {"label": labels, "color": [colour(lane) for lane in lanes],
-                 "customdata": lanes, "pad": 14, "thickness": 16,
+        "node": {"label": labels, "color": [hues[name or ""] for name in lanes],
+                 "customdata": lanes, "pad": 18, "thickness": 14,
                  "line": {"color": "#ffffff", "width": 0.5},
                  "hovertemplate": "%{label} (%{customdata})<br>%{value:,d} people"
                                   "<extra></extra>"},
@@ -82,9 +165,9 @@ def journey_sankey(edges: list[dict[str, Any]]) -> Figure:
                  "<br>%{customdata[0]:,d} people, %{customdata[1]:,d} transitions"
                  "<br>hand-off median %{customdata[2]}, p90 %{customdata[3]}<extra></extra>"},
     }  # fmt: skip
-    height = max(420, min(1400, 22 * len(nodes)))
-    return {"data": [trace], "layout": _layout(height=height,
-                                               margin={"l": 8, "r": 8, "t": 8, "b": 8})}
+    height = max(480, min(1600, 30 * len(nodes)))
+    layout = _layout(height=height, margin={"l": 8, "r": 8, "t": 8, "b": 8})
+    return {"data": [trace], "layout": layout}
 
 
 def _funnel_trace(name: str, steps: list[dict[str, Any]], bar_colour: str) -> dict[str, Any]:
@@ -92,7 +175,8 @@ def _funnel_trace(name: str, steps: list[dict[str, Any]], bar_colour: str) -> di
     return {
         "type": "bar", "name": name, "x": [step["step"] for step in steps], "y": conversion,
         "marker": {"color": bar_colour},
-        "text": [f"{step['people']:,}" for step in steps], "textposition": "outside",
+        "text": [f"{step['people']:,}" for step in steps],
+        "textposition": "inside", "insidetextanchor": "start",
         "cliponaxis": False,
         "error_y": {"type": "data", "symmetric": False, "color": "#1f2328", "thickness": 1,
                     "array": [s["ci_high"] * 100 - c for s, c in zip(steps, conversion,
@@ -101,8 +185,8 @@ def _funnel_trace(name: str, steps: list[dict[str, Any]], bar_colour: str) -> di
                                                                          strict=True)]},
         "customdata": [[s["people"], s["ci_low"] * 100, s["ci_high"] * 100] for s in steps],
         "hovertemplate": f"{name}<br>" + "%{x}: %{customdata[0]:,d} people<br>"
-                         "conversion %{y:.1f}% (95% CI %{customdata[1]:.1f}–%{customdata[2]:.1f}%)"
-                         "<extra></extra>",
+                         "conversion %{y:.1f}% "
+                         "(95% CI %{customdata[1]:.1f}\u2013%{customdata[2]:.1f}%)<extra></extra>",
     }  # fmt: skip
 
 
@@ -110,8 +194,9 @@ def funnel_bars(result: dict[str, Any], max_values: int = 6) -> Figure:
     """Conversion of step 1 per step, Wilson interval as error bars, people as labels."""
     breakdown: dict[str, list[dict[str, Any]]] = result.get("breakdown") or {}
     if breakdown:
+        shown = list(breakdown.items())[:max_values]
         traces = [_funnel_trace(value, steps, _SPARE[i % len(_SPARE)])
-                  for i, (value, steps) in enumerate(list(breakdown.items())[:max_values])]  # fmt: skip
+                  for i, (value, steps) in enumerate(shown)]  # fmt: skip
     else:
         traces = [_funnel_trace("all people", result["steps"], CHANNEL_COLOURS["mobile"])]
     layout = _layout(height=380, barmode="group", showlegend=bool(breakdown),
@@ -141,8 +226,8 @@ def outcome_lines(periods: list[dict[str, Any]]) -> Figure:
         yaxis={"title": {"text": "% of active people"}, "rangemode": "tozero",
                "gridcolor": "#e5e7eb"},
         yaxis2={"title": {"text": "contacts per person"}, "overlaying": "y", "side": "right",
-                "rangemode": "tozero", "showgrid": False},
-        margin={"l": 56, "r": 56, "t": 16, "b": 48},
+                "rangemode": "tozero", "showgrid": False, "tickformat": ".2f"},
+        margin={"l": 56, "r": 72, "t": 16, "b": 48},
     )  # fmt: skip
     return {"data": data, "layout": layout}
 
@@ -161,6 +246,12 @@ def person_timeline(events: list[dict[str, Any]]) -> Figure:
         for channel, rows in by_channel.items()
     ]  # fmt: skip
     height = 120 + 40 * len(by_channel)
-    return {"data": data, "layout": _layout(height=height, showlegend=False,
-                                            yaxis={"automargin": True, "type": "category"},
-                                            xaxis={"type": "date", "gridcolor": "#e5e7eb"})}
+    return {
+        "data": data,
+        "layout": _layout(
+            height=height,
+            showlegend=False,
+            yaxis={"automargin": True, "type": "category"},
+            xaxis={"type": "date", "gridcolor": "#e5e7eb"},
+        ),
+    }

@@ -6,11 +6,11 @@ in :mod:`seamline.web.access`; figures in :mod:`seamline.web.charts`. Plotly's J
 from the installed ``plotly`` package and is served here, so the dashboard works offline.
 """
 
-from __future__ import annotations
-
+# No "from __future__ import annotations": FastAPI must resolve the local Viewer alias.
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from importlib.resources import files
 from pathlib import Path
 from typing import Annotated, Any
@@ -20,8 +20,13 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, PackageLoader, select_autoescape
-from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Response
-from starlette.responses import StreamingResponse
+from starlette.responses import (
+    FileResponse,
+    HTMLResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
 
 from seamline import __version__
 from seamline.app import CHANNELS, Workspace
@@ -76,7 +81,7 @@ def _safely(what: str, call: Callable[[], Any]) -> tuple[Any, str | None]:
         return call(), None
     except SeamlineError as exc:
         return None, exc.message
-    except Exception:  # noqa: BLE001 - one broken panel must not take the page down
+    except Exception:  # one broken panel must not take the page down
         log.exception("dashboard panel %s failed", what)
         return None, f"The {what} could not be computed; the server log has the details."
 
@@ -101,24 +106,30 @@ class Dashboard:
         response = HTMLResponse(html, status_code=status, headers=SECURITY_HEADERS)
         started = getattr(request.state, "started", None)
         if started is not None:  # lets bench/dashboard.py read the server's own time
-            response.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - started) * 1000:.1f}"
+            response.headers["Server-Timing"] = (
+                f"app;dur={(time.perf_counter() - started) * 1000:.1f}"
+            )
         return response
 
     # -- pages ------------------------------------------------------------------------
     def overview(self, request: Request, session: Session) -> Response:
         ws = self.workspace
-        stats = ws.stats()
-        outcomes, outcome_error = None, None
-        if hasattr(ws, "outcomes"):  # added by the outcomes issue; older workspaces lack it
-            outcomes, outcome_error = _safely(
-                "outcome metrics", lambda: ws.outcomes(period="day").to_dict()
-            )
-        seams, seams_error = _safely("seams", lambda: ws.seams().to_dict()["seams"][:5])
-        periods = (outcomes or {}).get("periods") or []
+        has_outcomes = hasattr(ws, "outcomes")  # added by the outcomes issue; guard older ones
+        # the panels are independent queries and DuckDB releases the GIL: run them together
+        with ThreadPoolExecutor(3, thread_name_prefix="seamline-overview") as pool:
+            stats = pool.submit(ws.stats)
+            seams = pool.submit(_safely, "seams", lambda: ws.seams().to_dict()["seams"][:5])
+            outcomes = None
+            if has_outcomes:
+                outcomes = pool.submit(_safely, "outcomes", lambda: ws.outcomes().to_dict())
+            outcome, outcome_error = outcomes.result() if outcomes else (None, None)
+            top_seams, seams_error = seams.result()
+            counts = stats.result()
+        periods = (outcome or {}).get("periods") or []
         return self.render(
-            request, "overview.html", session, title="Overview", stats=stats,
-            has_outcomes=hasattr(ws, "outcomes"), outcomes=outcomes, periods=periods,
-            outcome_error=outcome_error, seams=seams or [], seams_error=seams_error,
+            request, "overview.html", session, title="Overview", stats=counts,
+            has_outcomes=has_outcomes, outcomes=outcome, periods=periods,
+            outcome_error=outcome_error, seams=top_seams or [], seams_error=seams_error,
             outcome_chart=charts.outcome_lines(periods) if periods else None,
         )  # fmt: skip
 
@@ -126,14 +137,16 @@ class Dashboard:
         query = request.query_params
         min_people = _int(query.get("min_people"), 1, 1, 10**9)
         top = _int(query.get("top"), 40, 1, 500)
-        lane = query.get("lane") if query.get("lane") in ("channel", "unit") else "channel"
+        lane = "unit" if query.get("lane") == "unit" else "channel"
         result, error = _safely("journey map", lambda: self.workspace.journeys(
             min_people=min_people, top=top, lane=lane).to_dict())  # fmt: skip
         edges = (result or {}).get("edges") or []
+        forward, loops = charts.split_loops(edges, lane, (result or {}).get("starts"))
+        hues = charts.lane_colours(edges, lane)
         return self.render(
             request, "journeys.html", session, title="Journeys", error=error, edges=edges,
-            min_people=min_people, top=top, lane=lane,
-            chart=charts.journey_sankey(edges) if edges else None,
+            loops=loops, min_people=min_people, top=top, lane=lane, hues=hues,
+            chart=charts.journey_sankey(forward, lane, hues) if forward else None,
         )  # fmt: skip
 
     def funnel(self, request: Request, session: Session) -> Response:
@@ -220,23 +233,29 @@ def install_dashboard(app: FastAPI, workspace: Workspace, local_secret: str | No
         "/": board.overview, "/journeys": board.journeys, "/funnel": board.funnel,
         "/seams": board.seams, "/person": board.person, "/sources": board.sources,
     }  # fmt: skip
+    Page = Callable[[Request, Session], Response]
+
+    def endpoint_for(page: Page) -> Callable[[Request, Session], Response]:
+        def endpoint(request: Request, session: Viewer) -> Response:
+            return page(request, session)
+
+        return endpoint
+
     for path, page in pages.items():
-
-        def endpoint(request: Request, session: Viewer, page: Any = page) -> Response:
-            return page(request, session)  # type: ignore[no-any-return]
-
-        router.add_api_route(path, endpoint, methods=["GET"], name=path, include_in_schema=False)
+        router.add_api_route(path, endpoint_for(page), methods=["GET"], name=path)
 
     @router.post("/sources")
     async def add_source(request: Request, session: Viewer) -> Response:
         form = await read_form(request)
         check_csrf(session, form)
         if not session.is_admin:
+            refusal = "Adding a source needs an admin token."
             return await run_in_threadpool(board.sources, request, session, 403,
-                                           form_error="Adding a source needs an admin token.")  # fmt: skip
+                                           form_error=refusal)  # fmt: skip
         try:
-            added = await run_in_threadpool(workspace.add_source, form.get("name", ""),
-                                            form.get("channel", ""), form.get("unit") or None)  # fmt: skip
+            name, channel = form.get("name", ""), form.get("channel", "")
+            added = await run_in_threadpool(workspace.add_source, name, channel,
+                                            form.get("unit") or None)  # fmt: skip
         except SeamlineError as exc:
             return await run_in_threadpool(board.sources, request, session, exc.status,
                                            form_error=exc.message)  # fmt: skip

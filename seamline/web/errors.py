@@ -48,6 +48,17 @@ def install_error_handlers(app: FastAPI) -> None:
             message = f"No route {request.method} {request.url.path}."
         return error_response(exc.status_code, codes.get(exc.status_code, "http_error"), message)
 
+    @app.exception_handler(RecursionError)
+    @app.exception_handler(OverflowError)
+    async def out_of_range(request: Request, exc: Exception) -> Response:
+        # Only extreme input gets here (nesting too deep for a parser, a number or date
+        # too large for the standard library): a 400, never a 500. Logged so the route
+        # can learn to refuse it earlier, with a better message.
+        log.warning("refused %s %s as invalid input: %s: %s", request.method,
+                    request.url.path, type(exc).__name__, str(exc)[:200])  # fmt: skip
+        return error_response(400, "invalid_value", "A value in the request is out of range "
+                              f"or nested too deeply ({type(exc).__name__}).")  # fmt: skip
+
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unexpected error on %s %s", request.method, request.url.path)

@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import Any
 
 from seamline.events import EventRows
+from seamline.web.charts import colour
 
 Batch = list[dict[str, Any]]
 
@@ -86,6 +87,7 @@ class Broadcaster:
             "type": columns["type"][i],
             "event": columns["event"][i] or columns["type"][i],
             "channel": columns["channel"][i],
+            "colour": colour(columns["channel"][i]),
             "source": self._names.get(source_id, source_id),
             "user_id": columns["user_id"][i],
             "anonymous_id": columns["anonymous_id"][i],

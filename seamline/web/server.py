@@ -73,7 +73,10 @@ def serve(workspace: Workspace, host: str = "127.0.0.1", port: int = 8088,
             # uvicorn has finished in-flight requests; drain the writer and checkpoint here,
             # because uvicorn re-raises SIGTERM once the lifespan has ended.
             workspace.close()
-            server_file.unlink(missing_ok=True)
+            try:
+                server_file.unlink(missing_ok=True)
+            except OSError as exc:  # a read-only or failing disk must not fail the stop
+                log.warning("could not remove %s: %s", server_file, exc)
             log.info("Seamline stopped; every acknowledged event is committed.")
 
     app.router.lifespan_context = lifespan

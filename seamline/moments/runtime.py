@@ -1,0 +1,296 @@
+"""Moments on the write path: start and cancel trigger instances in the ingest transaction.
+
+:class:`TriggerHook` is a writer transaction hook, so it runs after identity has stamped
+every row with its person and after the rows are appended, and what it writes commits
+with the events or not at all. For each group it
+
+1. cancels open instances (of the same resolved person) that an ``unless`` event inside
+   the window, or an ``exit`` event, now stops; an ``unless`` event for an instance that
+   already fired is counted as a *late cancel* (it cannot be recalled);
+2. starts an instance for each newly stored event that matches a rule's trigger, unless
+   the person already has one open for that rule or re-entry forbids it; an instance whose
+   cancelling event was stored earlier (events arrive out of order) starts cancelled.
+
+The instance row is the timer: ``fire_at`` = event time + unless window + delay + grace.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from seamline.events import EventRows
+from seamline.events.timestamps import utcnow
+from seamline.moments.ids import new_id
+from seamline.moments.rules import Rule, parse_rule
+from seamline.store import moments as tables
+
+log = logging.getLogger("seamline.moments")
+
+#: Event fields copied into a snapshot (templates and filters see them by these names).
+_FIELDS = ("message_id", "source_id", "type", "event", "channel", "unit", "user_id",
+           "anonymous_id", "os_name", "os_version", "app_name", "app_version", "device_type",
+           "device_model", "locale", "timezone")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class StoredRule:
+    rule_id: str
+    version: int
+    rule: Rule
+    created_at: datetime
+    updated_at: datetime
+
+
+class RuleSet:
+    """The rules in force, indexed by the event names they watch."""
+
+    def __init__(self, stored: list[StoredRule] | None = None):
+        self.rules = list(stored or [])
+        self.by_id = {s.rule_id: s for s in self.rules}
+        self.by_name = {s.rule.name: s for s in self.rules}
+        self.by_trigger: dict[str, list[StoredRule]] = defaultdict(list)
+        self.by_stop: dict[str, list[StoredRule]] = defaultdict(list)
+        for s in self.rules:
+            if not s.rule.enabled:
+                continue
+            self.by_trigger[s.rule.trigger.event].append(s)
+            for name in s.rule.stop_events:
+                self.by_stop[name].append(s)
+        self.watched = frozenset(self.by_trigger) | frozenset(self.by_stop)
+
+    @classmethod
+    def load(cls, con: tables.Connection, previous: RuleSet | None = None) -> RuleSet:
+        """The stored rules; those unchanged since ``previous`` are not parsed again."""
+        known = {(s.rule_id, s.version): s.rule for s in previous.rules} if previous else {}
+        stored = []
+        rows = tables.load_rules(con)
+        for rule_id, _name, version, enabled, definition, created, updated in rows:
+            rule = known.get((rule_id, version))
+            if rule is None:
+                try:
+                    rule = parse_rule(json.loads(definition))
+                except Exception as exc:  # one broken row must not stop the rest
+                    log.error("moment rule %s cannot be loaded: %s", rule_id, exc)
+                    continue
+            if rule.enabled != enabled:
+                rule = _with_enabled(rule, enabled)
+            stored.append(StoredRule(rule_id, version, rule, created, updated))
+        return cls(stored)
+
+
+def _with_enabled(rule: Rule, enabled: bool) -> Rule:
+    from dataclasses import replace
+
+    return replace(rule, enabled=enabled)
+
+
+def _json(text: Any) -> Any:
+    if text is None or isinstance(text, dict):
+        return text or {}
+    try:
+        value = json.loads(text)
+    except (TypeError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def snapshot(values: dict[str, Any], source: str | None, person: str) -> dict[str, Any]:
+    """The event as rules, templates and payloads see it (JSON-safe)."""
+    event = {name: values.get(name) for name in _FIELDS}
+    ts = values["timestamp"]
+    event.update(
+        source=source,
+        person_id=person,
+        timestamp=ts.isoformat() + "Z" if isinstance(ts, datetime) else ts,
+        properties=_json(values.get("properties")),
+        traits=_json(values.get("traits")),
+        context=_json(values.get("context")),
+    )
+    return event
+
+
+def stored_snapshot(
+    row: tuple[Any, ...], sources: dict[str, str]
+) -> tuple[dict[str, Any], datetime]:
+    """A :func:`seamline.store.moments.person_events` row -> (snapshot, timestamp)."""
+    (person, source_id, message_id, event, kind, ts, channel, unit, properties, traits,
+     context) = row  # fmt: skip
+    values = {"source_id": source_id, "message_id": message_id, "event": event, "type": kind,
+              "timestamp": ts, "channel": channel, "unit": unit, "properties": properties,
+              "traits": traits, "context": context}  # fmt: skip
+    return snapshot(values, sources.get(source_id), person), ts
+
+
+class TriggerHook:
+    """Install with ``writer.add_transaction_hook(hook)``; swap rules with :attr:`rules`."""
+
+    def __init__(self, grace: timedelta, max_age: timedelta,
+                 due: threading.Event | None = None):  # fmt: skip
+        self.rules = RuleSet()
+        self.grace = grace
+        self.max_age = max_age
+        self.due = due or threading.Event()  # set when an instance may be due: wakes the scheduler
+        self._sources: dict[str, str] = {}
+        self.due_soon = False
+        self.errors = 0
+
+    # -- helpers -------------------------------------------------------------------------
+    def source_names(self, con: tables.Connection, ids: set[str]) -> dict[str, str]:
+        if not ids <= self._sources.keys():
+            self._sources = tables.source_names(con)
+        return self._sources
+
+    def after_commit(self, rows: EventRows) -> None:
+        """Writer listener: wake the scheduler when an instance may be due already."""
+        if self.due_soon:
+            self.due_soon = False
+            self.due.set()
+
+    # -- the hook --------------------------------------------------------------------------
+    def __call__(self, con: tables.Connection, rows: EventRows,
+                 stored: set[tuple[str, str]]) -> None:  # fmt: skip
+        """Runs in the ingest transaction. A bug here must not cost events: anything but an
+        engine error (which has aborted the transaction anyway) is logged and counted, and
+        the group commits without its moments."""
+        try:
+            self._evaluate(con, rows, stored)
+        except tables.StoreError:
+            raise
+        except Exception:
+            self.errors += 1
+            log.exception("moments could not be evaluated for %d events", len(rows))
+
+    def _evaluate(self, con: tables.Connection, rows: EventRows,
+                  stored: set[tuple[str, str]]) -> None:  # fmt: skip
+        rules = self.rules
+        if not rules.watched or not len(rows):
+            return
+        cols = rows.columns
+        persons_col, names = cols["person_id"], cols["event"]
+        sources_col, messages = cols["source_id"], cols["message_id"]
+        picked = [
+            i for i, name in enumerate(names)
+            if name in rules.watched and persons_col[i] is not None
+            and (sources_col[i], messages[i]) in stored
+        ]  # fmt: skip
+        if not picked:
+            return
+        sources = self.source_names(con, {sources_col[i] for i in picked})
+        canon = tables.canonical_persons(con, {persons_col[i] for i in picked})
+        events: list[tuple[dict[str, Any], datetime, datetime]] = []
+        for i in picked:
+            values = {name: column[i] for name, column in cols.items()}
+            person = canon[persons_col[i]]
+            events.append((snapshot(values, sources.get(sources_col[i]), person),
+                           values["timestamp"], values["received_at"]))  # fmt: skip
+        events.sort(key=lambda item: item[1])
+        stops = [(e, ts) for e, ts, _ in events if e["event"] in rules.by_stop]
+        if stops:
+            self._cancel(con, rules, stops)
+        starts = [item for item in events if item[0]["event"] in rules.by_trigger]
+        if starts:
+            self._start(con, rules, starts, sources)
+
+    def _cancel(self, con: tables.Connection, rules: RuleSet,
+                events: list[tuple[dict[str, Any], datetime]]) -> None:  # fmt: skip
+        by_person: dict[str, list[tuple[dict[str, Any], datetime]]] = defaultdict(list)
+        rule_ids: set[str] = set()
+        for event, ts in events:
+            by_person[event["person_id"]].append((event, ts))
+            rule_ids.update(s.rule_id for s in rules.by_stop[event["event"]])
+        earliest = min(ts for _, ts in events)
+        found = tables.open_instances(con, sorted(rule_ids), sorted(by_person), earliest)
+        updates: list[tuple[str, str, str | None]] = []
+        late: list[str] = []
+        for instance_id, rule_id, person, trigger_ts, _deadline, status, trigger in found:
+            stored_rule = rules.by_id.get(rule_id)
+            if stored_rule is None:
+                continue
+            trigger_event = _json(trigger)
+            for event, ts in by_person.get(person, ()):
+                reason = stored_rule.rule.cancels(trigger_event, trigger_ts, event, ts)
+                if reason is None:
+                    continue
+                if status == "fired":
+                    if reason == "unless":
+                        late.append(instance_id)
+                else:
+                    updates.append((instance_id, "cancelled", reason))
+                break
+        tables.set_status(con, updates)
+        tables.count_late_cancels(con, late)
+
+    def _start(self, con: tables.Connection, rules: RuleSet,
+               events: list[tuple[dict[str, Any], datetime, datetime]],
+               sources: dict[str, str]) -> None:  # fmt: skip
+        counters: dict[tuple[str, str], int] = defaultdict(int)
+        candidates: list[tuple[StoredRule, dict[str, Any], datetime]] = []
+        for event, ts, received in events:
+            for stored_rule in rules.by_trigger[event["event"]]:
+                if not stored_rule.rule.trigger.matches(event):
+                    continue
+                if ts < stored_rule.created_at:
+                    counters[(stored_rule.rule_id, "before_rule")] += 1
+                elif received - ts > self.max_age:
+                    counters[(stored_rule.rule_id, "too_old")] += 1
+                else:
+                    candidates.append((stored_rule, event, ts))
+        if not candidates:
+            tables.bump_counters(con, counters)
+            return
+        persons = sorted({event["person_id"] for _, event, _ in candidates})
+        rule_ids = sorted({s.rule_id for s, _, _ in candidates})
+        taken = {(r[1], r[2]) for r in tables.open_instances(con, rule_ids, persons)}
+        last = tables.last_fired(con, rule_ids, persons)
+        now = utcnow()
+        new: list[list[Any]] = []
+        for stored_rule, event, ts in candidates:
+            rule = stored_rule.rule
+            key = (stored_rule.rule_id, event["person_id"])
+            if key in taken:
+                counters[(stored_rule.rule_id, "absorbed")] += 1
+                continue
+            if key in last and (
+                rule.reentry.mode == "once"
+                or (rule.reentry.cooldown is not None and ts - last[key] < rule.reentry.cooldown)
+            ):
+                counters[(stored_rule.rule_id, "reentry_blocked")] += 1
+                continue
+            taken.add(key)
+            deadline, due = rule.timing(ts, self.grace)
+            new.append([
+                new_id("mi"), stored_rule.rule_id, stored_rule.version, event["person_id"],
+                event["source_id"], event["message_id"], ts, deadline, due, due, "waiting", None,
+                json.dumps(event, default=str), now, rule, event,
+            ])  # fmt: skip
+        self._cancel_from_history(con, new, sources)
+        rows = [tuple(item[:14]) for item in new]
+        tables.insert_instances(con, rows)
+        tables.bump_counters(con, counters)
+        if any(item[10] == "waiting" and item[9] <= now + timedelta(seconds=1) for item in new):
+            self.due_soon = True
+
+    def _cancel_from_history(self, con: tables.Connection, new: list[list[Any]],
+                             sources: dict[str, str]) -> None:  # fmt: skip
+        """New instances whose cancelling event is already stored start cancelled."""
+        names = sorted({name for item in new for name in item[14].stop_events})
+        if not names:
+            return
+        persons = sorted({item[3] for item in new})
+        since = min(item[6] for item in new)
+        by_person: dict[str, list[tuple[dict[str, Any], datetime]]] = defaultdict(list)
+        for row in tables.person_events(con, persons, names, since):
+            by_person[row[0]].append(stored_snapshot(row, sources))
+        for item in new:
+            rule: Rule = item[14]
+            for event, ts in by_person.get(item[3], ()):
+                reason = rule.cancels(item[15], item[6], event, ts)
+                if reason is not None:
+                    item[10], item[11] = "cancelled", reason
+                    break
