@@ -153,6 +153,19 @@ def _recover(client: httpx.Client, server: Server, answers: Answers, prefix: str
                 f"{server.log()[-3000:]}")  # fmt: skip
 
 
+def _reads_recover(server: Server, token: str) -> float:
+    """Seconds until /api/stats answers 200 again, with no ingest meanwhile."""
+    started = time.monotonic()
+    while time.monotonic() - started < RECOVER_WITHIN_SECONDS:
+        answer = httpx.get(server.url + "/api/stats", timeout=30,
+                           headers={"Authorization": f"Bearer {token}"})  # fmt: skip
+        assert answer.status_code in (200, 503), answer.text[:300]
+        if answer.status_code == 200:
+            return time.monotonic() - started
+        time.sleep(0.1)
+    pytest.fail(f"reads did not recover within {RECOVER_WITHIN_SECONDS} s")
+
+
 def _fault_phase(client: httpx.Client, server: Server, answers: Answers, prefix: str,
                  requests: int, token: str | None = None) -> None:  # fmt: skip
     """Posts while the fault lasts: from one thread and from four at once."""
@@ -280,6 +293,9 @@ def test_checkpoint_on_a_full_disk_invalidates_then_the_writer_reopens(mounted: 
             fault_seconds = time.monotonic() - started
             filler.unlink()
             filler = None
+            # With no write coming in, the writer reopens the database by itself: reads
+            # recover first.
+            reads_back = _reads_recover(server, token)
             recovered = _recover(client, server, after, "recover")
             for number in range(20):
                 assert after.post(client, server.url, f"after-{number}") == 200
@@ -301,6 +317,7 @@ def test_checkpoint_on_a_full_disk_invalidates_then_the_writer_reopens(mounted: 
         "fault_seconds": round(fault_seconds, 2),
         "invalidated": "database was invalidated" in log,
         "reopened_without_restart": "reopened the database" in log,
+        "reads_back_after_s": round(reads_back, 2),
         "recovered_after_s": round(recovered, 2),
         "events_acked": len(acked),
         "events_stored": stored.rows,

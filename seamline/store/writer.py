@@ -192,6 +192,9 @@ class Writer:
             while not self._queue:
                 if self._stopping:
                     return None
+                if self._broken is not None:  # idle but invalidated: reopen when due,
+                    self._cond.wait(max(0.05, self._next_reopen - time.monotonic()))
+                    return []  # so reads recover even with no write coming in
                 self._cond.wait()
             first = self._queue.popleft()
             self._queued_events -= first.size
@@ -221,6 +224,10 @@ class Writer:
             group = self._take()
             if group is None:
                 return
+            if not group:
+                if self._broken is not None:
+                    self._reopen()
+                continue
             if self._broken is not None and not self._reopen():
                 for job in group:  # nothing can commit until the database is reopened
                     self._fail(job, self._broken)
@@ -349,6 +356,8 @@ class Writer:
             self.identity.reload(con)
         except (duckdb.Error, SeamlineError) as exc:
             log.warning("the database cannot be reopened yet (answering 503): %s", exc)
+            self._reopen_delay = min(self._reopen_delay * 2, REOPEN_INTERVAL_MAX)
+            self._next_reopen = now + self._reopen_delay
             return False
         self._con = con
         self._broken = None
