@@ -23,6 +23,7 @@ from seamline.analytics import (
 )
 from seamline.analytics.funnel import run_funnel
 from seamline.analytics.journeys import run_journeys
+from seamline.analytics.definitions import COSTLY_CHANNELS
 from seamline.analytics.durations import parse_duration
 from seamline.analytics.definitions import (
     OutcomeDefinition,
@@ -57,9 +58,6 @@ log = logging.getLogger("seamline")
 
 CHANNELS = ("mobile", "web", "server", "call_center", "email", "store", "sms", "push", "chat")
 DEFAULT_DATA_DIR = Path("seamline-data")
-DEFAULT_OUTCOMES = "Order Completed,Loan Approved,Card Activation Completed,Payment Succeeded"
-#: Contacts that cost the business most, unless ``costly_events`` names events instead.
-COSTLY_CHANNELS = ("call_center", "store")
 
 
 class Workspace:
@@ -383,12 +381,12 @@ class Workspace:
     def _declared(self) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
         """(outcome events, costly events, costly channels) declared for the workspace."""
 
-        def listed(name: str, default: str) -> tuple[str, ...]:
-            text = getattr(self.settings, name, default)
-            return tuple(part.strip() for part in str(text).split(",") if part.strip())
+        def listed(text: str) -> tuple[str, ...]:
+            return tuple(part.strip() for part in text.split(",") if part.strip())
 
-        outcomes = listed("outcome_events", DEFAULT_OUTCOMES)
-        costly_events = listed("costly_events", "")
+        outcomes = listed(self.settings.outcome_events)
+        costly_events = listed(self.settings.costly_events)
+        # costly contacts: the named events, else every event of the costly channels
         channels = () if costly_events else COSTLY_CHANNELS
         return outcomes, costly_events, channels
 
