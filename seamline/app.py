@@ -178,7 +178,12 @@ class Workspace:
         """One person's identities, how each was linked, refusals and timeline."""
         found = self._person_of(identifier)
         if found is None:
-            raise NotFound(self._unknown(identifier), code="unknown_identifier")
+            # a person id (as in seams' people_examples) works too
+            by_id = self._profile_by_id(identifier, limit)
+            if by_id is None:
+                raise NotFound(self._unknown(identifier), code="unknown_identifier")
+            by_id["matched"] = {"kind": "person_id", "value": identifier}
+            return by_id
         with self.store.cursor() as cur:
             profile = identity_tables.person_profile(cur, found[2], limit)
         profile["matched"] = {"kind": found[0], "value": found[1]}
@@ -186,12 +191,18 @@ class Workspace:
 
     def person_by_id(self, person_id: str, limit: int = 500) -> dict[str, Any]:
         """A person by person id (as in seams' ``people_examples``), merged ids followed."""
+        profile = self._profile_by_id(person_id, limit)
+        if profile is None:
+            raise NotFound(f"No person has the id '{person_id}'.", code="unknown_person")
+        return profile
+
+    def _profile_by_id(self, person_id: str, limit: int) -> dict[str, Any] | None:
         with self.store.cursor() as cur:
             profile = identity_tables.person_profile(
                 cur, identity_tables.resolve_person(cur, person_id), limit
             )
         if not profile["identities"] and not profile["event_count"]:
-            raise NotFound(f"No person has the id '{person_id}'.", code="unknown_person")
+            return None
         return profile
 
     def _unknown(self, identifier: str) -> str:

@@ -125,9 +125,10 @@ def _serve(ctx: Context, host: str, port: int, run: Callable[..., None],
 @handle_errors
 def demo(ctx: Context, host: str, port: int, people: int, seed: int, no_serve: bool) -> None:
     """Build a demo workspace with multi-channel journeys, then serve it."""
-    from seamline.demo import build_demo
+    from seamline.demo import build_demo, write_demo_settings
     from seamline.web import serve as run
 
+    write_demo_settings(ctx.data)  # the demo bank's outcomes, unless settings.json sets them
     with Workspace(ctx.data) as workspace:
         summary = build_demo(workspace, people=people, seed=seed, console=err)
         # a read token made for this run, so the dashboard can be opened at once

@@ -13,7 +13,7 @@ from rich.console import Console
 
 import seamline
 from seamline.app import Workspace
-from seamline.demo import PLANTED, SOURCES, build_demo
+from seamline.demo import PLANTED, SOURCES, build_demo, write_demo_settings
 
 NOW = datetime(2026, 11, 23, 12, 0, 0)
 
@@ -146,3 +146,18 @@ def test_cli_demo_json(tmp_path: Path) -> None:
     assert {s["name"] for s in summary["sources"]} == {name for name, _, _ in SOURCES}
     again = run_cli(data, "demo", "--no-serve", "--people", "100")
     assert again["events"] == 0 and again["duplicates"] == summary["events"]
+    # the demo declares the bank's own outcomes, so the loan approval counts as one
+    with seamline.open(data) as ws:
+        outcomes = ws.outcomes(period="week").to_dict()
+    assert "Loan Application Approved" in outcomes["outcomes"]
+    assert sum(row["converted"] for row in outcomes["periods"]) > 0
+
+
+def test_demo_settings_keep_what_the_user_set(tmp_path: Path) -> None:
+    data = tmp_path / "ws"
+    data.mkdir()
+    (data / "settings.json").write_text('{"outcome_events": "Mine"}')
+    assert write_demo_settings(data)["outcome_events"] == "Mine"
+    (data / "settings.json").write_text("{not json")
+    with pytest.raises(seamline.errors.BadRequest, match="settings.json"):
+        write_demo_settings(data)

@@ -65,6 +65,10 @@ def test_one_person_across_devices_channels_and_contact_keys(data_dir: Path) -> 
         assert ws.person("and-1")["person_id"] == ana["person_id"]
         assert ws.person("ANA@bank.example ")["person_id"] == ana["person_id"]
         assert ws.person("+447700900123")["person_id"] == ana["person_id"]
+        # a person id (as seams' people_examples list them) is an identifier too
+        by_id = ws.person(ana["person_id"])
+        assert by_id["matched"] == {"kind": "person_id", "value": ana["person_id"]}
+        assert by_id["event_count"] == ana["event_count"]
         kinds = {(i["kind"], i["value"]) for i in ana["identities"]}
         assert {("user_id", "u-ana"), ("email", "ana@bank.example"), ("phone", "+447700900123"),
                 ("anonymous_id", "web-9"), ("device_id", "px-1")} <= kinds  # fmt: skip
@@ -146,6 +150,7 @@ def test_identity_through_the_server_and_cli(server: Server, write_key: str) -> 
     assert httpx.post(server.url + "/v1/track", json=call, auth=(call_key, "")).status_code == 200
     person = server.cli("person", "u-7")
     assert person["event_count"] == 3
+    assert server.cli("person", person["person_id"])["event_count"] == 3
     assert {e["channel"] for e in person["events"]} == {"mobile", "call_center"}
     assert server.cli("identity", "explain", "dev-7", "+14155552671")["same_person"]
     assert server.cli("identity", "rebuild")["agrees"]

@@ -5,6 +5,13 @@ See :mod:`seamline.demo.generator` for what is simulated and the true sizes of t
 
 from __future__ import annotations
 
-from seamline.demo.generator import PLANTED, SOURCES, Planted, build_demo
+from seamline.demo.generator import (
+    DEMO_SETTINGS,
+    PLANTED,
+    SOURCES,
+    Planted,
+    build_demo,
+    write_demo_settings,
+)
 
-__all__ = ["PLANTED", "SOURCES", "Planted", "build_demo"]
+__all__ = ["DEMO_SETTINGS", "PLANTED", "SOURCES", "Planted", "build_demo", "write_demo_settings"]

@@ -54,11 +54,13 @@ approved 56% vs 27%; 28% of ``Photos Requested`` are followed by a call within 2
 
 from __future__ import annotations
 
+import json
 import random
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -766,6 +768,27 @@ def _ensure_sources(workspace: Workspace) -> None:
     for name, channel, unit in SOURCES:
         if name not in existing:
             workspace.add_source(name, channel, unit)
+
+
+#: The demo bank's declared outcomes, written to the workspace's settings.json (if that
+#: file does not set them already) so `outcomes`, seams and the dashboard use them.
+DEMO_SETTINGS = {
+    "outcome_events": "Loan Application Approved,Card Activation Completed,Payment Succeeded",
+}
+
+
+def write_demo_settings(data_dir: Path) -> dict[str, Any]:
+    """Merge :data:`DEMO_SETTINGS` into ``<data_dir>/settings.json``, keeping what is set."""
+    path = Path(data_dir) / "settings.json"
+    try:
+        current: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+    except ValueError as exc:
+        raise BadRequest(f"{path} is not valid JSON: {exc}; fix or delete it.") from None
+    merged = {**DEMO_SETTINGS, **current}
+    if merged != current:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(merged, indent=2) + "\n")
+    return merged
 
 
 def build_demo(
