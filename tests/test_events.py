@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from seamline.errors import BadRequest
-from seamline.events import IngestContext, normalise_events, parse_request
+from seamline.events import EventRows, IngestContext, normalise_events, parse_request
+from seamline.events.columns import ROW_COLUMNS
+from seamline.events.fast import fast_row
 from seamline.events.timestamps import corrected_timestamp, parse_timestamp
 
 RECEIVED = datetime(2026, 11, 23, 12, 0, 0)
@@ -175,3 +180,105 @@ def test_timestamps() -> None:
     with pytest.raises(ValueError, match="outside"):
         parse_timestamp("1970-01-01T00:00:00Z", "timestamp")
     assert corrected_timestamp(None, None, RECEIVED) == RECEIVED
+
+
+# -- the fast path stores what the general path stores ------------------------------------
+_JSON_COLUMNS = ("properties", "traits", "context", "integrations", "metadata")
+_scalars = st.one_of(st.none(), st.just(""), st.just("  "), st.text(max_size=6),
+                     st.integers(-5, 10**6), st.floats(allow_nan=False, allow_infinity=False),
+                     st.booleans())  # fmt: skip
+_objects = st.one_of(st.none(), st.dictionaries(st.sampled_from(["a", "b", "plan"]), _scalars,
+                                                max_size=3), _scalars)  # fmt: skip
+_times = st.one_of(st.none(), st.just(""), st.just("2026-11-23T11:59:00.000Z"),
+                   st.just("2026-11-23T11:00:00+02:00"), st.just("yesterday"),
+                   st.integers())  # fmt: skip
+_sections = st.one_of(st.none(), st.just("flat"), st.fixed_dictionaries(
+    {}, optional={"name": _scalars, "version": _scalars, "id": _scalars,
+                  "build": _scalars}))  # fmt: skip
+
+
+@st.composite
+def wire_events(draw: st.DrawFn) -> dict[str, object]:
+    keys = {
+        "type": st.one_of(st.sampled_from(["track", "identify", "page", "screen", "group",
+                                           "alias", "bogus"]), _scalars),
+        "event": _scalars, "name": _scalars, "category": _scalars,
+        "userId": _scalars, "anonymousId": _scalars, "messageId": _scalars,
+        "groupId": _scalars, "previousId": _scalars,
+        "timestamp": _times, "originalTimestamp": _times, "sentAt": _times,
+        "properties": _objects, "traits": st.one_of(_objects, st.fixed_dictionaries(
+            {"email": _scalars, "phone": _scalars})),
+        "integrations": _objects, "_metadata": _objects,
+        "context": st.one_of(_objects, st.fixed_dictionaries({}, optional={
+            "os": _sections, "app": _sections, "device": _sections, "library": _sections,
+            "ip": _scalars, "channel": _scalars, "unit": _scalars, "locale": _scalars,
+            "userAgent": _scalars, "direct": _scalars, "ignoreSentAt": _scalars,
+            "traits": st.one_of(_scalars, st.fixed_dictionaries(
+                {}, optional={"email": _scalars, "phone": _scalars}))})),
+    }  # fmt: skip
+    ids = st.one_of(st.text(min_size=1, max_size=6), st.integers(0, 99))
+    texts = st.one_of(st.none(), st.text(max_size=6))
+    tidy = {
+        "type": st.sampled_from(["track", "identify", "page", "screen", "group", "alias"]),
+        "event": st.text(min_size=1, max_size=6), "name": texts,
+        "userId": ids, "anonymousId": ids, "messageId": ids, "groupId": ids, "previousId": ids,
+        "timestamp": st.just("2026-11-23T11:59:00.000Z"), "sentAt": st.just("2026-11-23T11:59:30Z"),
+        "properties": st.dictionaries(st.sampled_from(["a", "plan"]), texts, max_size=2),
+        "traits": st.fixed_dictionaries({}, optional={"email": texts, "phone": texts}),
+        "context": st.fixed_dictionaries({}, optional={
+            "os": st.fixed_dictionaries({}, optional={"name": texts, "version": texts}),
+            "device": st.fixed_dictionaries({}, optional={"id": texts, "model": texts}),
+            "app": st.fixed_dictionaries({}, optional={"build": st.integers(0, 9)}),
+            "ip": texts, "channel": texts, "direct": st.booleans(), "ignoreSentAt": st.booleans(),
+            "traits": st.fixed_dictionaries({}, optional={"email": texts, "phone": texts})}),
+    }  # fmt: skip
+    # mostly well formed (the fast path), with a few fields of any shape (the general path)
+    event = {key: draw(tidy[key]) for key in sorted(draw(st.sets(st.sampled_from(sorted(tidy)))))}
+    for key in sorted(draw(st.sets(st.sampled_from(sorted(keys)), max_size=2))):
+        event[key] = draw(keys[key])
+    return event
+
+
+def _comparable(rows: EventRows) -> list[dict[str, object]]:
+    out = []
+    for i in range(len(rows)):
+        row = {name: values[i] for name, values in rows.columns.items()}
+        for name in _JSON_COLUMNS:
+            row[name] = None if row[name] is None else json.loads(row[name])  # type: ignore[arg-type]
+        if str(row["message_id"]).startswith("sl-"):
+            row["message_id"] = "sl-(assigned)"
+        out.append(row)
+    return out
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(wire_events(), min_size=1, max_size=4), st.booleans(),
+       st.sampled_from([None, "track", "page"]), _times, st.booleans())  # fmt: skip
+def test_fast_path_equals_general_path(events: list[dict[str, object]], fill_ip: bool,
+                                       forced: str | None, batch_sent_at: object,
+                                       keep: bool) -> None:  # fmt: skip
+    raws = [json.dumps(event).encode() for event in events]
+    context = ctx(client_ip="203.0.113.9", fill_ip=fill_ip, retry_count=0, keep_timestamps=keep)
+    options: dict[str, object] = {"forced_type": forced, "batch_sent_at": batch_sent_at}
+    fast_rows, fast_failed = normalise_events(raws, context, **options)  # type: ignore[arg-type]
+    slow_rows, slow_failed = normalise_events(raws, context, fast=False,
+                                              **options)  # type: ignore[arg-type]  # fmt: skip
+    assert _comparable(fast_rows) == _comparable(slow_rows)
+    assert [(f.reason, f.field, f.message) for f in fast_failed] == [
+        (f.reason, f.field, f.message) for f in slow_failed
+    ]
+
+
+def test_fast_path_takes_sdk_events_and_keeps_their_json() -> None:
+    event = {"type": "screen", "name": "Card", "anonymousId": "a", "messageId": "m1",
+             "properties": {"plan": "pro", "n": 2}, "integrations": {},
+             "context": {"app": {"version": "5.2.0", "build": 520}, "ip": "198.51.100.7",
+                         "traits": {"email": "x@y.example"}}}  # fmt: skip
+    row = fast_row(json.dumps(event).encode(), ctx(client_ip="203.0.113.9", fill_ip=True), None)
+    assert row is not None
+    values = dict(zip(ROW_COLUMNS, row, strict=True))
+    assert values["app_build"] == "520" and values["ip"] == "198.51.100.7"
+    assert json.loads(values["properties"]) == {"plan": "pro", "n": 2}
+    assert values["integrations"] is None and values["contact_email"] == "x@y.example"
+    # an unusual event leaves it to the general path, which names the problem
+    assert fast_row(b'{"type": "track", "userId": true}', ctx(), None) is None

@@ -1,7 +1,7 @@
 """The Segment message model: parsing, validation and normalisation. Pure: no I/O."""
 
+from seamline.events.columns import EVENT_COLUMNS
 from seamline.events.normalise import (
-    EVENT_COLUMNS,
     EventRows,
     FailedEvent,
     IngestContext,

@@ -16,28 +16,11 @@ from typing import Any
 
 import msgspec
 
-from seamline.events.timestamps import InvalidTimestamp, corrected_timestamp, parse_timestamp
+from seamline.events.columns import ROW_COLUMNS
+from seamline.events.fast import EVENT_TYPES, MAX_MESSAGE_ID, fast_row, identifier
+from seamline.events.fast import text as _text
+from seamline.events.timestamps import InvalidTimestamp, event_times
 
-EVENT_TYPES = ("track", "identify", "page", "screen", "group", "alias")
-
-#: Columns of a normalised event, in storage order (the store maps them to types).
-EVENT_COLUMNS: tuple[str, ...] = (
-    "message_id", "source_id", "type", "event", "name", "category",
-    "user_id", "anonymous_id", "group_id", "previous_id", "person_id",
-    "channel", "unit",
-    "timestamp", "original_timestamp", "sent_at", "received_at",
-    "os_name", "os_version", "app_name", "app_version", "app_build",
-    "device_id", "device_type", "device_model", "library_name", "library_version",
-    "locale", "timezone", "ip", "user_agent",
-    "properties", "traits", "context", "integrations", "metadata",
-    "skew_flag", "retry_count",
-)  # fmt: skip
-
-#: Identity inputs carried beside the stored columns: they stay in the JSON, not in columns.
-CONTACT_COLUMNS: tuple[str, ...] = ("contact_email", "contact_phone")
-ROW_COLUMNS = EVENT_COLUMNS + CONTACT_COLUMNS
-
-_MAX_MESSAGE_ID = 255
 _json_encode = msgspec.json.Encoder().encode
 
 
@@ -82,6 +65,13 @@ class EventRows:
         for name, values in self.columns.items():
             values.append(row.get(name))
 
+    @classmethod
+    def from_tuples(cls, rows: list[tuple[Any, ...]]) -> EventRows:
+        """Rows given as tuples in :data:`ROW_COLUMNS` order, transposed in one pass."""
+        if not rows:
+            return cls()
+        return cls(dict(zip(ROW_COLUMNS, map(list, zip(*rows, strict=True)), strict=True)))
+
     def extend(self, other: EventRows) -> None:
         for name, values in self.columns.items():
             values.extend(other.columns[name])
@@ -99,22 +89,10 @@ class _Invalid(Exception):
 
 
 def _identifier(event: dict[str, Any], key: str) -> str | None:
-    """Segment ids: null, "" and blanks are absent; numbers become strings."""
-    value = event.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        raise _Invalid("invalid_id", key, f"{key} must be a string, got a boolean")
-    if isinstance(value, int | float):
-        value = str(value)
-    if not isinstance(value, str):
-        raise _Invalid("invalid_id", key, f"{key} must be a string, got {type(value).__name__}")
-    value = value.strip()
-    if not value:
-        return None
-    if len(value) > 1024:
-        raise _Invalid("invalid_id", key, f"{key} is longer than 1024 characters")
-    return value
+    try:
+        return identifier(event.get(key), key)
+    except ValueError as exc:
+        raise _Invalid("invalid_id", key, str(exc)) from None
 
 
 def _object(event: dict[str, Any], key: str) -> dict[str, Any] | None:
@@ -126,16 +104,6 @@ def _object(event: dict[str, Any], key: str) -> dict[str, Any] | None:
             "invalid_field", key, f"{key} must be a JSON object, got {type(value).__name__}"
         )
     return value
-
-
-def _text(value: Any) -> str | None:
-    if value is None or value == "":
-        return None
-    if isinstance(value, str):
-        return value
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return str(value)
-    return None
 
 
 def _dig(context: dict[str, Any], section: str, key: str) -> str | None:
@@ -170,9 +138,9 @@ def _normalise_one(
             "the event has neither userId nor anonymousId; set at least one",
         )  # fmt: skip
     message_id = _identifier(event, "messageId") or f"sl-{uuid.uuid4()}"
-    if len(message_id) > _MAX_MESSAGE_ID:
+    if len(message_id) > MAX_MESSAGE_ID:
         raise _Invalid(
-            "invalid_id", "messageId", f"messageId is longer than {_MAX_MESSAGE_ID} characters"
+            "invalid_id", "messageId", f"messageId is longer than {MAX_MESSAGE_ID} characters"
         )
     properties = _object(event, "properties")
     traits = _object(event, "traits")
@@ -208,30 +176,15 @@ def _normalise_one(
         context["ip"] = ctx.client_ip
 
     try:
-        if ctx.keep_timestamps:
-            timestamp = parse_timestamp(event.get("timestamp"), "timestamp")
-            original = parse_timestamp(event.get("originalTimestamp"), "originalTimestamp")
-            sent_at = parse_timestamp(event.get("sentAt"), "sentAt")
-            received = parse_timestamp(event.get("receivedAt"), "receivedAt") or ctx.received_at
-            timestamp = timestamp or original or received
-            original = original or timestamp
-            skew_flag = False
-        else:
-            original = parse_timestamp(
-                event.get("originalTimestamp"), "originalTimestamp"
-            ) or parse_timestamp(event.get("timestamp"), "timestamp")
-            own_sent = event.get("sentAt")
-            sent_at = parse_timestamp(own_sent if own_sent else batch_sent_at, "sentAt")
-            received = ctx.received_at
-            if context.get("ignoreSentAt") is True:
-                timestamp = original or received
-            else:
-                timestamp = corrected_timestamp(original, sent_at, received)
-            original = original or received
-            skew_flag = sent_at is not None and (
-                ctx.retry_count > 0
-                or (received - sent_at).total_seconds() > ctx.skew_flag_seconds
-            )
+        timestamp, original, sent_at, received, skew_flag = event_times(
+            ctx,
+            timestamp=event.get("timestamp"),
+            original=event.get("originalTimestamp"),
+            own_sent_at=event.get("sentAt"),
+            batch_sent_at=batch_sent_at,
+            received_at=event.get("receivedAt"),
+            ignore_sent_at=context.get("ignoreSentAt") is True,
+        )
     except InvalidTimestamp as exc:
         raise _Invalid("invalid_timestamp", str(exc).split(" ", 1)[0], str(exc)) from None
 
@@ -308,21 +261,31 @@ def normalise_events(
     batch_sent_at: Any = None,
     batch_context: dict[str, Any] | None = None,
     batch_integrations: dict[str, Any] | None = None,
+    fast: bool = True,
 ) -> tuple[EventRows, list[FailedEvent]]:
     """Normalise raw events (JSON bytes or already-decoded objects).
 
     Returns the good rows and the failed events; never raises for one bad event.
+    Well-formed events take :func:`~seamline.events.fast.fast_row` unless ``fast`` is
+    False (the tests compare both paths).
     """
-    rows = EventRows()
+    tuples: list[tuple[Any, ...]] = []
     failed: list[FailedEvent] = []
+    plain = fast and not batch_context and not batch_integrations
     for raw in events:
+        if plain and isinstance(raw, bytes):
+            quick = fast_row(raw, ctx, forced_type, batch_sent_at)
+            if quick is not None:
+                tuples.append(quick)
+                continue
         decoded: Any = raw
         try:
             if isinstance(raw, bytes):
                 try:
                     decoded = msgspec.json.decode(raw)
                 except msgspec.DecodeError as exc:  # pragma: no cover - outer parse caught it
-                    raise _Invalid("invalid_json", None, f"event is not valid JSON: {exc}") from None
+                    message = f"event is not valid JSON: {exc}"
+                    raise _Invalid("invalid_json", None, message) from None
             row = _normalise_one(
                 decoded,
                 forced_type=forced_type,
@@ -348,5 +311,5 @@ def normalise_events(
                 )
             )
             continue
-        rows.append(row)
-    return rows, failed
+        tuples.append(tuple(row.get(name) for name in ROW_COLUMNS))
+    return EventRows.from_tuples(tuples), failed

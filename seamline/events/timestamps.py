@@ -7,7 +7,7 @@ all values are stored as naive UTC datetimes.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 
 class InvalidTimestamp(ValueError):
@@ -59,6 +59,51 @@ def corrected_timestamp(
     if sent_at is None:
         return original
     return received_at - (sent_at - original)
+
+
+class TimeContext(Protocol):
+    @property
+    def keep_timestamps(self) -> bool: ...
+    @property
+    def received_at(self) -> datetime: ...
+    @property
+    def retry_count(self) -> int: ...
+    @property
+    def skew_flag_seconds(self) -> int: ...
+
+
+def event_times(
+    ctx: TimeContext,
+    *,
+    timestamp: Any,
+    original: Any,
+    own_sent_at: Any,
+    batch_sent_at: Any,
+    received_at: Any,
+    ignore_sent_at: bool,
+) -> tuple[datetime, datetime, datetime | None, datetime, bool]:
+    """(timestamp, original_timestamp, sent_at, received_at, skew_flag) of one event.
+
+    Imports (``keep_timestamps``) keep what the file says; live events are corrected for
+    the device clock. Raises :class:`InvalidTimestamp` naming the field.
+    """
+    if ctx.keep_timestamps:
+        stamp = parse_timestamp(timestamp, "timestamp")
+        first = parse_timestamp(original, "originalTimestamp")
+        sent = parse_timestamp(own_sent_at, "sentAt")
+        received = parse_timestamp(received_at, "receivedAt") or ctx.received_at
+        stamp = stamp or first or received
+        return stamp, first or stamp, sent, received, False
+    first = parse_timestamp(original, "originalTimestamp") or parse_timestamp(
+        timestamp, "timestamp"
+    )
+    sent = parse_timestamp(own_sent_at if own_sent_at else batch_sent_at, "sentAt")
+    received = ctx.received_at
+    stamp = (first or received) if ignore_sent_at else corrected_timestamp(first, sent, received)
+    skew = sent is not None and (
+        ctx.retry_count > 0 or (received - sent).total_seconds() > ctx.skew_flag_seconds
+    )
+    return stamp, first or received, sent, received, skew
 
 
 def utcnow() -> datetime:

@@ -1,0 +1,20 @@
+"""The columns of a normalised event: one definition for the parser, the store and the lake."""
+
+from __future__ import annotations
+
+#: Columns of a normalised event, in storage order (the store maps them to types).
+EVENT_COLUMNS: tuple[str, ...] = (
+    "message_id", "source_id", "type", "event", "name", "category",
+    "user_id", "anonymous_id", "group_id", "previous_id", "person_id",
+    "channel", "unit",
+    "timestamp", "original_timestamp", "sent_at", "received_at",
+    "os_name", "os_version", "app_name", "app_version", "app_build",
+    "device_id", "device_type", "device_model", "library_name", "library_version",
+    "locale", "timezone", "ip", "user_agent",
+    "properties", "traits", "context", "integrations", "metadata",
+    "skew_flag", "retry_count",
+)  # fmt: skip
+
+#: Identity inputs carried beside the stored columns: they stay in the JSON, not in columns.
+CONTACT_COLUMNS: tuple[str, ...] = ("contact_email", "contact_phone")
+ROW_COLUMNS = EVENT_COLUMNS + CONTACT_COLUMNS
