@@ -8,6 +8,13 @@ records the wall time of the request on localhost and the server's own time from
 ``Server-Timing: app;dur=`` header (query + render, without the network).
 
     .venv/bin/python bench/dashboard.py --people 2000 --repeat 5
+    .venv/bin/python bench/dashboard.py --people 20000 --workspace /tmp/demo-20k  # kept, reused
+    SEAMLINE_PRECOMPUTE_SECONDS=0 .venv/bin/python bench/dashboard.py ...  # no precompute
+
+The server precomputes the overview's and the default views' analyses when it starts and
+after commits (README: "Speed"); ``--settle S`` waits S seconds after start-up before the
+first view, as a user arriving a little later would. With no settle (the default) the first
+views race the start-up precompute, and share its computations when they overlap.
 
 Results go to stdout and to ``bench/results/dashboard-<timestamp>.json``.
 """
@@ -46,6 +53,8 @@ def pages(person: str) -> list[tuple[str, str]]:
         ("funnel, 3 steps", f"/funnel?{FUNNEL}"),
         ("funnel, 3 steps by app_version", f"/funnel?{FUNNEL}&by=app_version"),
         ("seams", "/seams"),
+        ("paths after App Opened, 3 steps", "/paths?event=App+Opened&steps=3"),
+        ("retention by week", "/retention"),
         ("person", f"/person?id={person}"),
         ("live", "/live"),
         ("sources", "/sources"),
@@ -91,10 +100,15 @@ def measure(client: httpx.Client, path: str) -> tuple[float, float, int]:
     return wall, server_ms(response), len(response.content)
 
 
-def run(data: Path, people: int, repeat: int) -> dict[str, Any]:
+def run(data: Path, people: int, repeat: int, settle: float = 0.0) -> dict[str, Any]:
     started = time.perf_counter()
-    built = seamline(data, "demo", "--no-serve", "--people", str(people))
-    build_seconds = time.perf_counter() - started
+    if (data / "bench-demo.json").exists():  # --workspace: a demo built by an earlier run
+        built = json.loads((data / "bench-demo.json").read_text())
+        build_seconds = float("nan")
+    else:
+        built = seamline(data, "demo", "--no-serve", "--people", str(people))
+        build_seconds = time.perf_counter() - started
+        (data / "bench-demo.json").write_text(json.dumps(built))
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "seamline", "--data", str(data), "serve", "--port", str(port)],
@@ -110,6 +124,7 @@ def run(data: Path, people: int, repeat: int) -> dict[str, Any]:
                     break
             except httpx.HTTPError:
                 time.sleep(0.1)
+        time.sleep(settle)  # let the server's start-up precompute finish (see --settle)
         with httpx.Client(base_url=base, timeout=120) as client:
             sign_in(client, built["read_token"])
             person = _a_person(base, built["read_token"])
@@ -147,6 +162,8 @@ def run(data: Path, people: int, repeat: int) -> dict[str, Any]:
         "persons": stats["persons"],
         "demo_build_seconds": round(build_seconds, 1),
         "repeat": repeat,
+        "settle_seconds": settle,
+        "precompute_seconds": os.environ.get("SEAMLINE_PRECOMPUTE_SECONDS", "default"),
         "plotly_js": {"bytes": plotly[2], "wall_ms": round(plotly[0], 1)},
         "pages": rows,
     }
@@ -166,9 +183,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--people", type=int, default=2000, help="demo customers (default 2000)")
     parser.add_argument("--repeat", type=int, default=5, help="warm views per page (median)")
+    parser.add_argument("--workspace", type=Path, default=None,
+                        help="keep the demo workspace in this directory and reuse it next time "
+                        "(default: a temporary one, built every run)")  # fmt: skip
+    parser.add_argument("--settle", type=float, default=0.0,
+                        help="seconds to wait after the server is up before the first view "
+                        "(lets its start-up precompute finish; default 0)")  # fmt: skip
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="seamline-bench-") as tmp:
-        result = run(Path(tmp) / "workspace", args.people, args.repeat)
+    if args.workspace is not None:
+        args.workspace.mkdir(parents=True, exist_ok=True)
+        result = run(args.workspace.resolve(), args.people, args.repeat, args.settle)
+    else:
+        with tempfile.TemporaryDirectory(prefix="seamline-bench-") as tmp:
+            result = run(Path(tmp) / "workspace", args.people, args.repeat, args.settle)
     print(
         f"demo: {result['people']:,} people, {result['events']:,} events, "
         f"{result['persons']:,} persons (built in {result['demo_build_seconds']} s)"

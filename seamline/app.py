@@ -7,49 +7,29 @@ methods over HTTP for when a running server owns the workspace.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from seamline.analytics import (
-    DateRange,
-    Exclusion,
-    FunnelDefinition,
-    FunnelResult,
-    JourneyDefinition,
-    JourneyResult,
-)
-from seamline.analytics.funnel import run_funnel
-from seamline.analytics.journeys import run_journeys
-from seamline.analytics.definitions import COSTLY_CHANNELS
-from seamline.analytics.durations import parse_duration
-from seamline.analytics.definitions import (
-    OutcomeDefinition,
-    PathDefinition,
-    RetentionDefinition,
-    check_period,
-)
-from seamline.analytics.outcomes import run_outcomes
-from seamline.analytics.paths import run_paths
-from seamline.analytics.query import (
-    funnel_query,
-    outcome_query,
-    retention_query,
-    sequence_query,
-)
+from seamline.accounts import AccountsService
+from seamline.analytics import FunnelResult, JourneyResult
+from seamline.analytics.cache import Cached, ResultCache, SharedRows, key_of
+from seamline.analytics.metrics import MetricsScoreResult, score_metrics
 from seamline.analytics.result import OutcomeResult, PathResult, RetentionResult
-from seamline.analytics.retention import run_retention
-from seamline.analytics.seams import SeamsDefinition, SeamsResult, run_seams
+from seamline.analytics.runner import Analyses
+from seamline.analytics.seams import SeamsResult
 from seamline.collect import Collector
 from seamline.errors import BadRequest, NotFound, did_you_mean
 from seamline.events.timestamps import utcnow
-from seamline.identity import ID_TYPES, IdentityRules
+from seamline.identity import IdentityRules
 from seamline.identity.service import IdentityService, candidate_keys
 from seamline.moments.service import MomentsService
 from seamline.settings import Settings
 from seamline.store import SCOPES, AppendResult, Store, Writer
+from seamline.store import accounts as account_tables
 from seamline.store import identity as identity_tables
 from seamline.store import lake as lake_files
 from seamline.store import moments as moment_tables
@@ -76,6 +56,12 @@ class Workspace:
         except ValueError as exc:
             raise BadRequest(str(exc), code="invalid_setting") from None
         self.store = Store.open(self.data_dir)
+        # the analyses run on the store's engine (a LakeWorkspace runs the same on Spark)
+        # queries run through SharedRows: analyses of one data version share their scans
+        rows = SharedRows(self.store, lambda: self.writer.data_version,
+                          self.settings.result_cache_rows_mb * 2**20,
+                          self.settings.result_cache_seconds)  # fmt: skip
+        self.analyses = Analyses(rows, self.settings)
         if self.settings.checkpoint_threshold:
             self.store.set_checkpoint_threshold(self.settings.checkpoint_threshold)
         self.writer = Writer(
@@ -89,12 +75,15 @@ class Workspace:
         self.collector = Collector(self.store, self.writer, self.settings)
         try:
             self.moments = MomentsService(self.store, self.writer, self.settings).start()
+            self.accounts = AccountsService(self.store, self.writer, self.settings)
         except BaseException:
             self.writer.stop()
             self.store.close()
             raise
         self._closed = False
         self._stoppers: list[Callable[[], None]] = []
+        self.results = ResultCache(self.settings.result_cache_entries,
+                                   self.settings.result_cache_seconds)  # fmt: skip
 
     def __enter__(self) -> Workspace:
         return self
@@ -133,22 +122,54 @@ class Workspace:
     def sources(self) -> list[dict[str, Any]]:
         return [source.to_dict() for source in self.store.sources()]
 
-    def add_token(self, name: str, scope: str) -> dict[str, Any]:
+    def add_token(self, name: str, scope: str, actor: str = "cli",
+                  ip: str | None = None) -> dict[str, Any]:  # fmt: skip
         if scope not in SCOPES:
             raise BadRequest(
                 f"Unknown scope '{scope}'; use 'read' or 'admin'.{did_you_mean(scope, SCOPES)}",
                 code="invalid_scope",
             )
-        token, secret = self.writer.call(lambda con: Store.insert_token(con, name, scope)).result()
+        def insert(con: Any) -> tuple[Any, str]:
+            made = Store.insert_token(con, name, scope)
+            account_tables.record(con, utcnow(), actor, "token.create", name, ip, {"scope": scope})
+            return made
+
+        token, secret = self.writer.call(insert).result()
         return {"name": token.name, "scope": token.scope, "token": secret}
 
     def tokens(self) -> list[dict[str, Any]]:
         return self.store.tokens()
 
-    def revoke_token(self, name: str) -> dict[str, Any]:
+    def revoke_token(self, name: str, actor: str = "cli",
+                     ip: str | None = None) -> dict[str, Any]:  # fmt: skip
         """Revoke the API tokens with this name at once (rotation: add a new one first)."""
-        count = self.writer.call(lambda con: Store.revoke_tokens(con, name)).result()
+        def revoke(con: Any) -> int:
+            count = Store.revoke_tokens(con, name)
+            account_tables.record(con, utcnow(), actor, "token.revoke", name, ip, {"count": count})
+            return count
+
+        count = self.writer.call(revoke).result()
+        self.accounts.changed()  # its dashboard sessions end at their next request
         return {"name": name, "revoked": count}
+
+    # -- dashboard accounts (logic in seamline.accounts) ----------------------------------
+    def invite_account(self, email: str, role: str, name: str | None = None, *, actor: str = "cli",
+                       base_url: str | None = None) -> dict[str, Any]:  # fmt: skip
+        """Invite a dashboard user; the answer's one-time ``link`` starts their enrolment."""
+        return self.accounts.invite(email, role, name=name, actor=actor, base_url=base_url)
+
+    def list_accounts(self) -> list[dict[str, Any]]:
+        return self.accounts.describe()
+
+    def disable_account(self, email: str, *, actor: str = "cli") -> dict[str, Any]:
+        return self.accounts.disable(email, actor=actor)
+
+    def set_account_role(self, email: str, role: str, *, actor: str = "cli") -> dict[str, Any]:
+        return self.accounts.set_role(email, role, actor=actor)
+
+    def audit_log(self, limit: int = 200, action: str | None = None) -> list[dict[str, Any]]:
+        """Sign-ins and admin actions, newest first (``action``: a prefix such as sign_in)."""
+        return self.accounts.audit(limit, action)
 
     # -- data ------------------------------------------------------------------
     def import_events(self, source: str, events: list[Any]) -> dict[str, Any]:
@@ -286,9 +307,12 @@ class Workspace:
         def phone(value: str) -> str | None:
             return normalise("phone", value, self.rules)
 
-        priority = {id_type: rank for rank, id_type in enumerate(ID_TYPES)}
+        # integer-coded identifiers and SciPy components; identity_tables.rebuild (recursive
+        # SQL) is the reference implementation it is tested against
+        from seamline.store.identity_rebuild import rebuild
+
         with self.store.cursor() as cur:
-            return identity_tables.rebuild(cur, self.rules.blocked_list(), phone, priority)
+            return rebuild(cur, self.rules.blocked_list(), phone)
 
     def forget(self, identifier: str) -> dict[str, Any]:
         """Delete a person's events, identities and derived rows; suppress their identifiers."""
@@ -316,12 +340,22 @@ class Workspace:
     def disable_moment(self, name: str) -> dict[str, Any]:
         return self.moments.set_enabled(name, False)
 
-    def test_moment(self, name: str, person: str) -> dict[str, Any]:
+    def test_moment(self, name: str, person: str, replay_history: bool = False) -> dict[str, Any]:
         """Dry run: what the rule would do over a person's stored journey (any identifier)."""
         found = self._person_of(person)
         if found is None:
             raise NotFound(self._unknown(person), code="unknown_identifier")
-        return self.moments.test(name, found[2])
+        return self.moments.test(name, found[2], replay_history)
+
+    def add_places(self, definition: str | dict[str, Any]) -> dict[str, Any]:
+        """Save workspace places for location moments (YAML/JSON text or a mapping)."""
+        return self.moments.add_places(definition)
+
+    def list_places(self) -> list[dict[str, Any]]:
+        return self.moments.list_places()
+
+    def remove_place(self, name: str) -> dict[str, Any]:
+        return self.moments.remove_place(name)
 
     def moment_stats(self) -> dict[str, Any]:
         """Per rule: triggered, cancelled by unless, capped, sent, failed, ..."""
@@ -353,21 +387,14 @@ class Workspace:
     ) -> FunnelResult:
         """People per ordered step (see the README's funnel semantics).
 
-        ``steps`` are event names, optionally with filters: ``"Order Completed[properties.plan=pro]"``.
+        ``steps`` are event names, optionally with filters:
+        ``"Order Completed[properties.plan=pro]"``.
         ``by_step`` is 1-based (None: first touch). ``exclude`` events void an attempt when
         they happen between its first and last step.
         """
-        definition = FunnelDefinition.build(
-            steps, within, by,
-            by_step=None if by_step is None else by_step - 1,
-            strict=strict,
-            step_windows=step_windows or (),
-            exclusions=tuple(Exclusion(event) for event in exclude or ()),
-            dates=DateRange(start, end),
-            segment=dict(where or {}),
-        )  # fmt: skip
-        table = self.store.query_arrow(funnel_query(definition))
-        return run_funnel(table, definition, as_of=end or utcnow())
+        return self.analyses.funnel(steps, within, by, by_step=by_step, strict=strict,
+                                    step_windows=step_windows, exclude=exclude, start=start,
+                                    end=end, where=where)  # fmt: skip
 
     def journeys(
         self,
@@ -379,27 +406,13 @@ class Workspace:
         start: datetime | None = None,
         end: datetime | None = None,
     ) -> JourneyResult:
-        """The journey map: edges between touchpoints with people, transitions and hand-off times."""
-        if lane not in ("channel", "unit"):
-            raise BadRequest(f"lane must be 'channel' or 'unit', not '{lane}'.", code="invalid_lane")
-        definition = JourneyDefinition(from_event, min_people, top, DateRange(start, end),
-                                       by=lane)  # type: ignore[arg-type]  # fmt: skip
-        table = self.store.query_arrow(
-            sequence_query(definition.dates, definition.include_identify, lane)
-        )
-        return run_journeys(table, definition)
+        """The journey map: edges between touchpoints, with people, transitions and
+        hand-off times."""
+        return self.analyses.journeys(from_event, min_people, top, lane, start=start, end=end)
 
     def _declared(self) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
         """(outcome events, costly events, costly channels) declared for the workspace."""
-
-        def listed(text: str) -> tuple[str, ...]:
-            return tuple(part.strip() for part in text.split(",") if part.strip())
-
-        outcomes = listed(self.settings.outcome_events)
-        costly_events = listed(self.settings.costly_events)
-        # costly contacts: the named events, else every event of the costly channels
-        channels = () if costly_events else COSTLY_CHANNELS
-        return outcomes, costly_events, channels
+        return self.analyses.declared()
 
     def seams(
         self,
@@ -419,19 +432,9 @@ class Workspace:
         ``funnel`` (step events) adds broken-segment seams broken down by each field of ``by``
         (default app_version, os_name, source).
         """
-        outcomes, costly_events, channels = self._declared()
-        definition = SeamsDefinition(
-            within=parse_duration(within), costly_channels=channels,
-            costly_events=costly_events, outcome_events=outcomes,
-            outcome_within=parse_duration(outcome_within, "outcome_within"),
-            min_people=min_people, include_all=include_all,
-        )  # fmt: skip
-        table = self.store.query_arrow(sequence_query(DateRange(start, end), False, "channel"))
-        funnels = {}
-        for field_name in (by or ("app_version", "os_name", "source")) if funnel else ():
-            funnels[field_name] = self.funnel(funnel or [], funnel_within, field_name,
-                                              start=start, end=end).to_dict()  # fmt: skip
-        return run_seams(table, definition, as_of=end or utcnow(), funnels=funnels)
+        return self.analyses.seams(within, min_people, funnel=funnel, funnel_within=funnel_within,
+                                   by=by, outcome_within=outcome_within, include_all=include_all,
+                                   start=start, end=end)  # fmt: skip
 
     def paths(
         self,
@@ -446,10 +449,8 @@ class Workspace:
     ) -> PathResult:
         """Top paths: each person's first ``event`` and the ``steps`` touchpoints after it
         (or before it), with people and share (see the README's paths semantics)."""
-        definition = PathDefinition(event, steps, direction, top, collapse_repeats,
-                                    DateRange(start, end))  # fmt: skip
-        table = self.store.query_arrow(sequence_query(definition.dates, False, "channel"))
-        return run_paths(table, definition)
+        return self.analyses.paths(event, steps, direction, top, collapse_repeats,
+                                   start=start, end=end)  # fmt: skip
 
     def retention(
         self,
@@ -463,13 +464,8 @@ class Workspace:
     ) -> RetentionResult:
         """Cohorts by the period of each person's first ``start_event`` (None: any
         touchpoint) and, per period offset, the people who did ``return_event`` again."""
-        definition = RetentionDefinition(start_event or None, return_event or None,
-                                         check_period(period), periods,
-                                         DateRange(start, end))  # fmt: skip
-        table = self.store.query_arrow(
-            retention_query(definition.start_event, definition.return_event, definition.dates)
-        )
-        return run_retention(table, definition, as_of=end or utcnow())
+        return self.analyses.retention(start_event, return_event, period, periods,
+                                       start=start, end=end)  # fmt: skip
 
     def outcomes(
         self,
@@ -481,14 +477,59 @@ class Workspace:
     ) -> OutcomeResult:
         """Per period: outcome rate, time to outcome, costly contacts per person and
         containment, for the declared outcome events (settings) or ``outcome``."""
-        declared, costly_events, costly_channels = self._declared()
-        definition = OutcomeDefinition.build(declared, costly_events, costly_channels, outcome,
-                                             period, DateRange(start, end))  # fmt: skip
-        table = self.store.query_arrow(outcome_query(
-            definition.outcomes, definition.costly_events, definition.costly_channels,
-            definition.dates,
-        ))  # fmt: skip
-        return run_outcomes(table, definition)
+        return self.analyses.outcomes(period, outcome, start=start, end=end)
+
+    def metrics_score(
+        self,
+        outcome: str | None = None,
+        metrics: list[str] | None = None,
+        observe: str = "14d",
+        predict: str = "30d",
+        *,
+        holdout: float = 0.5,
+        builtins: bool = True,
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> MetricsScoreResult:
+        """Which metrics matter: each candidate metric's held-out AUC (with interval),
+        Spearman, sensitivity, stability, inflatability and verdict for ``outcome`` (an
+        event, ``retention:30``, ``no_costly_contact``; default the declared outcomes)."""
+        return score_metrics(self.store, self._declared(), outcome, metrics, observe, predict,
+                             holdout=holdout, builtins=builtins, start=start,
+                             end=end)  # fmt: skip
+
+    # -- cached analyses (dashboard, JSON API) ------------------------------------------
+    CACHEABLE = ("stats", "event_names", "funnel", "journeys", "seams", "paths", "retention",
+                 "outcomes", "metrics_score")  # fmt: skip
+
+    @property
+    def data_version(self) -> int:
+        """A counter bumped by every commit: results from an older version are stale."""
+        return self.writer.data_version
+
+    def cached(self, analysis: str, **params: Any) -> Cached[Any]:
+        """``analysis(**params)`` from the result cache while no commit happened since.
+
+        Parameters are bound to the method's signature with its defaults, so
+        ``cached("seams")`` and ``cached("seams", within="2h")`` share one entry. The value
+        is shared between callers: read it, do not change it.
+        """
+        if analysis not in self.CACHEABLE:
+            raise BadRequest(f"'{analysis}' is not a cached analysis; use one of "
+                             f"{', '.join(self.CACHEABLE)}.", code="invalid_analysis")  # fmt: skip
+        method = getattr(self, analysis)
+        try:
+            bound = inspect.signature(method).bind(**params)
+        except TypeError as exc:
+            raise BadRequest(f"{analysis}: {exc}", code="invalid_parameters") from None
+        bound.apply_defaults()
+        return self.results.get_or_compute(key_of(analysis, bound.arguments),
+                                           lambda: self.writer.data_version,
+                                           lambda: method(**bound.arguments))  # fmt: skip
+
+    def on_close(self, stop: Callable[[], None]) -> None:
+        """Call ``stop()`` first when the workspace closes (background threads)."""
+        self._stoppers.append(stop)
 
     # -- lake --------------------------------------------------------------------------
     def lake_export(self, lake: str | Path, incremental: bool = False) -> dict[str, Any]:
@@ -509,7 +550,7 @@ class Workspace:
             while not stop.wait(interval):
                 try:
                     self.lake_export(lake, incremental=True)
-                except Exception:  # noqa: BLE001 - keep publishing; the next round retries
+                except Exception:  # keep publishing; the next round retries
                     log.exception("lake export to %s failed", lake)
 
         thread = threading.Thread(target=loop, name="seamline-lake", daemon=True)

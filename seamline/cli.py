@@ -31,6 +31,7 @@ from rich.table import Table
 
 from seamline import __version__
 from seamline.app import CHANNELS, DEFAULT_DATA_DIR, Workspace
+from seamline.cli_engine import engine_options, open_engine
 from seamline.client import RemoteWorkspace, connect, running_server
 from seamline.errors import SeamlineError
 
@@ -57,7 +58,9 @@ def handle_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except SeamlineError as exc:
-            err.print(f"[bold red]error:[/] {exc.message}", highlight=False, markup=True)
+            # escaped: messages quote step filters and extras like 'seamline[spark]'
+            err.print(f"[bold red]error:[/] {escape(exc.message)}", highlight=False, markup=True,
+                      soft_wrap=True)  # fmt: skip
             sys.exit(1)
 
     return wrapper  # type: ignore[return-value]
@@ -87,6 +90,11 @@ def _open(ctx: Context) -> Workspace | RemoteWorkspace:
     return connect(ctx.data)
 
 
+def _analytics(ctx: Context, engine: str, lake: str | None, spark_master: str | None) -> Any:
+    """The workspace (``--engine duckdb``) or the lake on Spark (``--engine spark``)."""
+    return open_engine(ctx.data, engine, lake, spark_master, lambda: _open(ctx))
+
+
 # -- serve ---------------------------------------------------------------------------
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
@@ -107,7 +115,9 @@ def _serve(ctx: Context, host: str, port: int, run: Callable[..., None],
            lake: Path | None = None, lake_interval: float = 60.0) -> None:  # fmt: skip
     if running_server(ctx.data):
         raise SeamlineError(f"A server already owns {ctx.data}; stop it first.", status=409)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     workspace = Workspace(ctx.data)
     if lake is not None:
         workspace.publish_lake(lake.resolve(), lake_interval)
@@ -366,11 +376,14 @@ def identity() -> None:
 
 
 @identity.command("rebuild")
+@engine_options
 @pass_ctx
 @handle_errors
-def identity_rebuild(ctx: Context) -> None:
+def identity_rebuild(ctx: Context, engine: str, lake: str | None,
+                     spark_master: str | None) -> None:  # fmt: skip
     """Recompute persons from all stored identifiers and report differences."""
-    with err.status("Rebuilding the identity graph (connected components)..."), _open(ctx) as ws:
+    with err.status("Rebuilding the identity graph (connected components)..."), \
+            _analytics(ctx, engine, lake, spark_master) as ws:  # fmt: skip
         result = ws.rebuild_identity()
 
     def human() -> None:
@@ -477,17 +490,23 @@ def _seconds(value: float | None) -> str:
 @click.argument("steps", nargs=-1, required=True)
 @click.option("--within", default="7d", show_default=True, help="Window from step 1 (e.g. 2h).")
 @click.option("--by", default=None, help="Breakdown field: channel, app_version, properties.X...")
-@click.option("--by-step", type=int, default=None, help="Breakdown value at step N (default: first touch).")
+@click.option("--by-step", type=int, default=None,
+              help="Breakdown value at step N (default: first touch).")  # fmt: skip
 @click.option("--strict", is_flag=True, help="Steps must follow each other with nothing between.")
 @click.option("--exclude", multiple=True, help="Drop attempts with this event between the steps.")
 @click.option("--from", "start", default=None, help="Only events from this date (UTC).")
 @click.option("--to", "end", default=None, help="Only events before this date (UTC).")
+@engine_options
 @pass_ctx
 @handle_errors
 def funnel(ctx: Context, steps: tuple[str, ...], within: str, by: str | None, by_step: int | None,
-           strict: bool, exclude: tuple[str, ...], start: str | None, end: str | None) -> None:  # fmt: skip
-    """Ordered funnel: people per step. STEP is an event, e.g. "Order Completed[properties.plan=pro]"."""
-    with _open(ctx) as ws:
+           strict: bool, exclude: tuple[str, ...], start: str | None, end: str | None,
+           engine: str, lake: str | None, spark_master: str | None) -> None:  # fmt: skip
+    """Ordered funnel: people per step.
+
+    STEP is an event, e.g. "Order Completed[properties.plan=pro]".
+    """
+    with _analytics(ctx, engine, lake, spark_master) as ws:
         result = ws.funnel(list(steps), within, by, by_step=by_step, strict=strict,
                            exclude=list(exclude), start=_when(start, "from"),
                            end=_when(end, "to"))  # fmt: skip
@@ -519,12 +538,14 @@ def funnel(ctx: Context, steps: tuple[str, ...], within: str, by: str | None, by
               show_default=True)  # fmt: skip
 @click.option("--from", "start", default=None, help="Only events from this date (UTC).")
 @click.option("--to", "end", default=None, help="Only events before this date (UTC).")
+@engine_options
 @pass_ctx
 @handle_errors
 def journeys(ctx: Context, from_event: str | None, min_people: int, top: int | None, lane: str,
-             start: str | None, end: str | None) -> None:  # fmt: skip
+             start: str | None, end: str | None, engine: str, lake: str | None,
+             spark_master: str | None) -> None:  # fmt: skip
     """Journey map: hand-offs between touchpoints across channels, with times."""
-    with _open(ctx) as ws:
+    with _analytics(ctx, engine, lake, spark_master) as ws:
         result = ws.journeys(from_event, min_people, top, lane, start=_when(start, "from"),
                              end=_when(end, "to"))  # fmt: skip
     data = result.to_dict()
@@ -547,14 +568,17 @@ def journeys(ctx: Context, from_event: str | None, min_people: int, top: int | N
               help="Funnel steps (repeat) to test for broken segments.")  # fmt: skip
 @click.option("--by", multiple=True, help="Breakdown fields for broken segments (repeat).")
 @click.option("--outcome-within", default="7d", show_default=True)
-@click.option("--all", "include_all", is_flag=True, help="Also list candidates that are not significant.")
+@click.option("--all", "include_all", is_flag=True,
+              help="Also list candidates that are not significant.")  # fmt: skip
 @click.option("--people", is_flag=True, help="List example people behind each seam.")
+@engine_options
 @pass_ctx
 @handle_errors
 def seams(ctx: Context, within: str, min_people: int, funnel_steps: tuple[str, ...],
-          by: tuple[str, ...], outcome_within: str, include_all: bool, people: bool) -> None:  # fmt: skip
+          by: tuple[str, ...], outcome_within: str, include_all: bool, people: bool,
+          engine: str, lake: str | None, spark_master: str | None) -> None:  # fmt: skip
     """Ranked failing hand-offs between channels and units, with honest statistics."""
-    with _open(ctx) as ws:
+    with _analytics(ctx, engine, lake, spark_master) as ws:
         result = ws.seams(within, min_people, funnel=list(funnel_steps) or None,
                           by=list(by) or None, outcome_within=outcome_within,
                           include_all=include_all)  # fmt: skip
@@ -589,12 +613,14 @@ def seams(ctx: Context, within: str, min_people: int, funnel_steps: tuple[str, .
 @click.option("--collapse-repeats", is_flag=True, help="A run of one event counts once.")
 @click.option("--from", "start", default=None, help="Only events from this date (UTC).")
 @click.option("--to", "end", default=None, help="Only events before this date (UTC).")
+@engine_options
 @pass_ctx
 @handle_errors
 def paths(ctx: Context, event: str, steps: int, before: bool, top: int, collapse_repeats: bool,
-          start: str | None, end: str | None) -> None:  # fmt: skip
+          start: str | None, end: str | None, engine: str, lake: str | None,
+          spark_master: str | None) -> None:  # fmt: skip
     """Top paths after (or before) each person's first EVENT."""
-    with _open(ctx) as ws:
+    with _analytics(ctx, engine, lake, spark_master) as ws:
         result = ws.paths(event, steps, "before" if before else "after", top, collapse_repeats,
                           start=_when(start, "from"), end=_when(end, "to"))  # fmt: skip
     data = result.to_dict()
@@ -616,12 +642,14 @@ def paths(ctx: Context, event: str, steps: int, before: bool, top: int, collapse
 @click.option("--periods", default=8, show_default=True, type=click.IntRange(1, 366))
 @click.option("--from", "start", default=None, help="Only events from this date (UTC).")
 @click.option("--to", "end", default=None, help="Only events before this date (UTC).")
+@engine_options
 @pass_ctx
 @handle_errors
 def retention(ctx: Context, start_event: str | None, return_event: str | None, period: str,
-              periods: int, start: str | None, end: str | None) -> None:  # fmt: skip
+              periods: int, start: str | None, end: str | None, engine: str, lake: str | None,
+              spark_master: str | None) -> None:  # fmt: skip
     """Retention cohorts: who comes back in each period after their first start event."""
-    with _open(ctx) as ws:
+    with _analytics(ctx, engine, lake, spark_master) as ws:
         result = ws.retention(start_event, return_event, period, periods,
                               start=_when(start, "from"), end=_when(end, "to"))  # fmt: skip
     data = result.to_dict()
@@ -642,12 +670,14 @@ def retention(ctx: Context, start_event: str | None, return_event: str | None, p
 @click.option("--outcome", multiple=True, help="Outcome event (repeat; default: declared).")
 @click.option("--from", "start", default=None, help="Only events from this date (UTC).")
 @click.option("--to", "end", default=None, help="Only events before this date (UTC).")
+@engine_options
 @pass_ctx
 @handle_errors
 def outcomes(ctx: Context, period: str, outcome: tuple[str, ...], start: str | None,
-             end: str | None) -> None:  # fmt: skip
+             end: str | None, engine: str, lake: str | None,
+             spark_master: str | None) -> None:  # fmt: skip
     """Outcome rates, time to outcome, costly contacts per person and containment."""
-    with _open(ctx) as ws:
+    with _analytics(ctx, engine, lake, spark_master) as ws:
         result = ws.outcomes(period, list(outcome) or None, start=_when(start, "from"),
                              end=_when(end, "to"))  # fmt: skip
     data = result.to_dict()
@@ -674,7 +704,8 @@ def lake() -> None:
 
 @lake.command("export")
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--incremental", is_flag=True, help="Only dates with events received since the last export.")
+@click.option("--incremental", is_flag=True,
+              help="Only dates with events received since the last export.")  # fmt: skip
 @pass_ctx
 @handle_errors
 def lake_export(ctx: Context, directory: Path, incremental: bool) -> None:
@@ -691,3 +722,13 @@ def lake_export(ctx: Context, directory: Path, incremental: bool) -> None:
 from seamline.cli_moments import moments as _moments  # noqa: E402 - needs the helpers above
 
 main.add_command(_moments)
+
+# -- metrics: which metrics matter (commands in their own module) ----------------------------
+from seamline.cli_metrics import metrics as _metrics  # noqa: E402 - needs the helpers above
+
+main.add_command(_metrics)
+
+# -- accounts: dashboard users and the audit log (commands in their own module) -------------
+from seamline.cli_accounts import accounts as _accounts  # noqa: E402 - needs the helpers above
+
+main.add_command(_accounts)

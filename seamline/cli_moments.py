@@ -82,12 +82,14 @@ def moments_enable(ctx: cli.Context, name: str) -> None:
 @moments.command("test")
 @click.argument("name")
 @click.option("--person", required=True, help="Any identifier of the person.")
+@click.option("--replay-history", is_flag=True,
+              help="Replay as if the journey arrived live after the rule was saved.")
 @pass_ctx
 @cli.handle_errors
-def moments_test(ctx: cli.Context, name: str, person: str) -> None:
+def moments_test(ctx: cli.Context, name: str, person: str, replay_history: bool) -> None:
     """Dry run of NAME over a person's stored journey: what would fire, when, or why not."""
     with cli._open(ctx) as ws:
-        result = ws.test_moment(name, person)
+        result = ws.test_moment(name, person, replay_history)
 
     def human() -> None:
         cli.out.print(f"[bold]{name}[/] for person {result['person_id']} "
@@ -107,6 +109,56 @@ def moments_test(ctx: cli.Context, name: str, person: str) -> None:
             cli.out.print(line, highlight=False, markup=False, soft_wrap=True)
 
     ctx.emit(result, human)
+
+
+@moments.group("places")
+def moments_places() -> None:
+    """Named places (geofences and beacons) for location moments."""
+
+
+@moments_places.command("add")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@pass_ctx
+@cli.handle_errors
+def places_add(ctx: cli.Context, file: Path) -> None:
+    """Save the places in FILE (YAML or JSON: places: [{name, lat, lon, radius, beacons}])."""
+    try:
+        text = file.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"Cannot read {file}: {exc}", code="unreadable_file") from None
+    with cli._open(ctx) as ws:
+        result = ws.add_places(text)
+    ctx.emit(result, lambda: cli.err.print(f"saved {', '.join(result['saved'])}",
+                                           highlight=False))  # fmt: skip
+
+
+@moments_places.command("list")
+@pass_ctx
+@cli.handle_errors
+def places_list(ctx: cli.Context) -> None:
+    """The workspace's places."""
+    with cli._open(ctx) as ws:
+        result = ws.list_places()
+
+    def human() -> None:
+        table = Table("name", "lat", "lon", "radius m", "beacons")
+        for p in result:
+            table.add_row(p["name"], str(p["lat"]), str(p["lon"]), f"{p['radius']:g}",
+                          ", ".join(p["beacons"]))  # fmt: skip
+        cli.out.print(table)
+
+    ctx.emit(result, human)
+
+
+@moments_places.command("remove")
+@click.argument("name")
+@pass_ctx
+@cli.handle_errors
+def places_remove(ctx: cli.Context, name: str) -> None:
+    """Remove a place that no rule uses."""
+    with cli._open(ctx) as ws:
+        result = ws.remove_place(name)
+    ctx.emit(result, lambda: cli.err.print(f"place '{name}' removed", highlight=False))
 
 
 @moments.command("stats")

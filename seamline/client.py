@@ -19,6 +19,7 @@ import httpx
 import msgspec
 
 from seamline.analytics import FunnelResult, JourneyResult
+from seamline.analytics.metrics import MetricsScoreResult
 from seamline.analytics.result import OutcomeResult, PathResult, RetentionResult
 from seamline.analytics.seams import SeamsResult
 from seamline.app import Workspace
@@ -120,6 +121,20 @@ class _AnalyticsCalls:
         params.update(_dates(start, end))
         return OutcomeResult(self._call("GET", "/api/outcomes", params=params), "periods")
 
+    def metrics_score(self, outcome: str | None = None, metrics: list[str] | None = None,
+                      observe: str = "14d", predict: str = "30d", *, holdout: float = 0.5,
+                      builtins: bool = True, start: datetime | None = None,
+                      end: datetime | None = None) -> MetricsScoreResult:  # fmt: skip
+        params: dict[str, Any] = {"observe": observe, "predict": predict, "holdout": holdout,
+                                  "builtins": builtins}  # fmt: skip
+        if outcome:
+            params["outcome"] = outcome
+        if metrics:
+            params["metric"] = list(metrics)
+        params.update(_dates(start, end))
+        return MetricsScoreResult(self._call("GET", "/api/metrics/score", params=params),
+                                  "metrics")  # fmt: skip
+
 
 def _dates(start: datetime | None, end: datetime | None) -> dict[str, str]:
     """The date range as ISO-8601 query parameters."""
@@ -149,10 +164,24 @@ class _MomentsCalls:
     def disable_moment(self, name: str) -> dict[str, Any]:
         return self.enable_moment(name, False)
 
-    def test_moment(self, name: str, person: str) -> dict[str, Any]:
+    def test_moment(self, name: str, person: str, replay_history: bool = False) -> dict[str, Any]:
         result: dict[str, Any] = self._call(
-            "GET", f"/api/moments/{quote(name, safe='')}/test", params={"person": person}
-        )
+            "GET", f"/api/moments/{quote(name, safe='')}/test",
+            params={"person": person, "replay_history": replay_history},
+        )  # fmt: skip
+        return result
+
+    def add_places(self, definition: str | dict[str, Any]) -> dict[str, Any]:
+        body = {"text": definition} if isinstance(definition, str) else {"definition": definition}
+        result: dict[str, Any] = self._call("POST", "/api/places", json=body)
+        return result
+
+    def list_places(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._call("GET", "/api/places")
+        return result
+
+    def remove_place(self, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("DELETE", f"/api/places/{quote(name, safe='')}")
         return result
 
     def moment_stats(self) -> dict[str, Any]:
@@ -174,7 +203,43 @@ class _MomentsCalls:
         return result
 
 
-class RemoteWorkspace(_IdentityCalls, _AnalyticsCalls, _MomentsCalls):
+class _AccountsCalls:
+    """Account methods of :class:`RemoteWorkspace` (admin routes under ``/api/accounts``)."""
+
+    _call: Any
+
+    def invite_account(self, email: str, role: str, name: str | None = None,
+                       **_: Any) -> dict[str, Any]:  # fmt: skip
+        result: dict[str, Any] = self._call(
+            "POST", "/api/accounts/invites", json={"email": email, "role": role, "name": name}
+        )
+        return result
+
+    def list_accounts(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._call("GET", "/api/accounts")
+        return result
+
+    def disable_account(self, email: str, **_: Any) -> dict[str, Any]:
+        result: dict[str, Any] = self._call(
+            "POST", f"/api/accounts/{quote(email, safe='')}/disable"
+        )
+        return result
+
+    def set_account_role(self, email: str, role: str, **_: Any) -> dict[str, Any]:
+        result: dict[str, Any] = self._call(
+            "POST", f"/api/accounts/{quote(email, safe='')}/role", json={"role": role}
+        )
+        return result
+
+    def audit_log(self, limit: int = 200, action: str | None = None) -> list[dict[str, Any]]:
+        params: dict[str, Any] = {"limit": limit}
+        if action:
+            params["action"] = action
+        result: list[dict[str, Any]] = self._call("GET", "/api/audit", params=params)
+        return result
+
+
+class RemoteWorkspace(_IdentityCalls, _AnalyticsCalls, _MomentsCalls, _AccountsCalls):
     def __init__(self, url: str, token: str, data_dir: Path):
         self.url = url
         self.data_dir = data_dir

@@ -77,11 +77,37 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("moments_breaker_failures", 5, "Failures in a row that open a host's circuit."),
     Setting("moments_breaker_seconds", 30, "How long an open circuit waits (doubles, max 10 min)."),
     Setting("moments_timezone", "UTC", "Time zone for quiet hours when a person has none."),
+    Setting("moments_location_consent_trait", "location_consent",
+            "Identify trait that, when false, opts a person out of location moments."),
+    Setting("moments_location_consent_revoked_event", "Location Consent Revoked",
+            "Event that opts a person out of location moments."),
+    Setting("moments_location_consent_granted_event", "Location Consent Granted",
+            "Event that opts a person back in to location moments."),
+    Setting("moments_vapid_private_key", "",
+            "VAPID private key (PEM or base64url DER) that signs web push deliveries."),
+    Setting("moments_vapid_subject", "",
+            "VAPID 'sub' claim: mailto: or https: contact for web push."),
     Setting(
         "moments_trigger_max_age_seconds",
         3600,
         "Triggers that arrive later than this after they happened start no moment.",
     ),
+    # the Spark engine over a Parquet lake (seamline.store.spark)
+    Setting("spark_master", "local[*]",
+            "Spark master of --engine spark: local[N], spark://, yarn, k8s://, sc:// (Connect)."),
+    # dashboard accounts and sessions (seamline.accounts, seamline.web.access)
+    Setting("password_min_length", 12, "Shortest password an account may set."),
+    Setting("invite_expiry_hours", 72, "Hours an account invite link stays valid."),
+    Setting("sign_in_max_failures", 5, "Failed sign-ins in a row that lock an account."),
+    Setting("sign_in_lockout_seconds", 900, "How long a locked account stays locked."),
+    Setting("sign_in_ip_max_failures", 50, "Failed sign-ins from one address before it is throttled."),
+    Setting("sign_in_ip_window_seconds", 900, "Window of the per-address sign-in throttle."),
+    Setting("session_idle_seconds", 8 * 3600, "Dashboard sessions end after this long without a request."),
+    Setting("session_lifetime_seconds", 24 * 3600, "Dashboard sessions end this long after sign-in."),
+    Setting("result_cache_entries", 64, "Analysis results kept for the dashboard and API (LRU; 0: off)."),
+    Setting("result_cache_seconds", 600, "Oldest a cached analysis result may be, even with no writes."),
+    Setting("result_cache_rows_mb", 256, "Memory for sorted event rows shared between analyses (0: off)."),
+    Setting("precompute_seconds", 30, "Least seconds between background recomputes of the dashboard (0: off)."),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -118,7 +144,27 @@ class Settings:
     moments_breaker_failures: int = _BY_NAME["moments_breaker_failures"].default
     moments_breaker_seconds: int = _BY_NAME["moments_breaker_seconds"].default
     moments_timezone: str = _BY_NAME["moments_timezone"].default
+    moments_location_consent_trait: str = _BY_NAME["moments_location_consent_trait"].default
+    moments_location_consent_revoked_event: str = _BY_NAME[
+        "moments_location_consent_revoked_event"].default
+    moments_location_consent_granted_event: str = _BY_NAME[
+        "moments_location_consent_granted_event"].default
+    moments_vapid_private_key: str = _BY_NAME["moments_vapid_private_key"].default
+    moments_vapid_subject: str = _BY_NAME["moments_vapid_subject"].default
     moments_trigger_max_age_seconds: int = _BY_NAME["moments_trigger_max_age_seconds"].default
+    spark_master: str = _BY_NAME["spark_master"].default
+    password_min_length: int = _BY_NAME["password_min_length"].default
+    invite_expiry_hours: int = _BY_NAME["invite_expiry_hours"].default
+    sign_in_max_failures: int = _BY_NAME["sign_in_max_failures"].default
+    sign_in_lockout_seconds: int = _BY_NAME["sign_in_lockout_seconds"].default
+    sign_in_ip_max_failures: int = _BY_NAME["sign_in_ip_max_failures"].default
+    sign_in_ip_window_seconds: int = _BY_NAME["sign_in_ip_window_seconds"].default
+    session_idle_seconds: int = _BY_NAME["session_idle_seconds"].default
+    session_lifetime_seconds: int = _BY_NAME["session_lifetime_seconds"].default
+    result_cache_entries: int = _BY_NAME["result_cache_entries"].default
+    result_cache_seconds: int = _BY_NAME["result_cache_seconds"].default
+    result_cache_rows_mb: int = _BY_NAME["result_cache_rows_mb"].default
+    precompute_seconds: int = _BY_NAME["precompute_seconds"].default
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @classmethod

@@ -159,5 +159,5 @@ def test_demo_settings_keep_what_the_user_set(tmp_path: Path) -> None:
     (data / "settings.json").write_text('{"outcome_events": "Mine"}')
     assert write_demo_settings(data)["outcome_events"] == "Mine"
     (data / "settings.json").write_text("{not json")
-    with pytest.raises(seamline.errors.BadRequest, match="settings.json"):
+    with pytest.raises(seamline.errors.BadRequest, match=r"settings\.json"):
         write_demo_settings(data)

@@ -18,7 +18,8 @@ _counter = iter(range(10**9))
 
 def ev(kind: str, minute: int, **fields: Any) -> dict[str, Any]:
     event: dict[str, Any] = {"type": kind, "messageId": f"m{next(_counter)}",
-                             "timestamp": f"2026-11-01T{9 + minute // 60:02d}:{minute % 60:02d}:00Z"}
+                             "timestamp": f"2026-11-01T{9 + minute // 60:02d}:"
+                                          f"{minute % 60:02d}:00Z"}
     if kind == "track":
         event["event"] = fields.pop("event", "Something")
     event.update(fields)
@@ -83,11 +84,14 @@ def test_one_person_across_devices_channels_and_contact_keys(data_dir: Path) -> 
         assert ws.rebuild_identity()["agrees"]
 
 
+KIOSK = {"device": {"id": "kiosk"}}
+
+
 def test_guardrails_shared_device_placeholders_and_explain(data_dir: Path) -> None:
     with seamline.open(data_dir) as ws:
         load(ws, {"android": [
-            ev("identify", 0, userId="alice", anonymousId="ipad", context={"device": {"id": "kiosk"}}),
-            ev("identify", 5, userId="bob", anonymousId="ipad", context={"device": {"id": "kiosk"}}),
+            ev("identify", 0, userId="alice", anonymousId="ipad", context=KIOSK),
+            ev("identify", 5, userId="bob", anonymousId="ipad", context=KIOSK),
             ev("track", 6, event="Browse", anonymousId="ipad"),
             ev("track", 7, event="A", userId="carol", anonymousId="undefined"),
             ev("track", 8, event="B", userId="dave", anonymousId="undefined"),
@@ -126,9 +130,9 @@ def test_forget_deletes_everywhere_and_suppresses_resends(data_dir: Path) -> Non
         for name, events in streams.items():
             summary = ws.import_events(name, events)
             assert summary["stored"] == 0 and summary["suppressed"] == len(events)
-        fresh = ws.import_events("calls", [ev("track", 90, event="Call Started",
-                                              anonymousId="call-2",
-                                              context={"traits": {"phone": "+447700900123"}})])  # fmt: skip
+        call = ev("track", 90, event="Call Started", anonymousId="call-2",
+                  context={"traits": {"phone": "+447700900123"}})  # fmt: skip
+        fresh = ws.import_events("calls", [call])
         assert fresh["suppressed"] == 1
         assert ws.stats()["dropped_suppressed"] == 8
         assert ws.stats()["events"] == after["events"]
@@ -183,10 +187,12 @@ def streams(draw: st.DrawFn) -> list[dict[str, Any]]:
             for n, i in enumerate(order)]  # fmt: skip
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
 @given(events=streams(), chunk=st.integers(min_value=1, max_value=7))
-def test_incremental_matches_rebuild_in_any_order(tmp_path_factory: Any, events: list[dict[str, Any]],
-                                                  chunk: int) -> None:  # fmt: skip
+def test_incremental_matches_rebuild_in_any_order(
+    tmp_path_factory: Any, events: list[dict[str, Any]], chunk: int
+) -> None:
     data = tmp_path_factory.mktemp("prop")
     with seamline.open(data) as ws:
         ws.add_source("app", "mobile")

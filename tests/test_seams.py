@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -101,7 +100,8 @@ def find(seams: list[dict[str, Any]], kind: str, origin: str) -> dict[str, Any] 
 
 def test_planted_seams_rank_first(result: dict[str, Any]) -> None:
     ranked = [(s["kind"], s["from"]) for s in result["seams"]]
-    assert set(ranked[:3]) == {("costly_contact", "Card Declined"), ("segment", "Activation Started"),
+    assert set(ranked[:3]) == {("costly_contact", "Card Declined"),
+                               ("segment", "Activation Started"),
                                ("outcome", "Loan Started")}, ranked  # fmt: skip
 
 

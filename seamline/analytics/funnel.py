@@ -103,12 +103,12 @@ def run_funnel(table: pa.Table, definition: FunnelDefinition, as_of: datetime) -
     if definition.by is not None:
         codes, labels = dictionary(table, "breakdown")
         if definition.by_step is None:  # first touch: the person's first step-1 event
+            # attempts are in row order, so a person's attempts are adjacent: each attempt's
+            # person's first attempt is the last "new person" boundary at or before it
             first_start = np.ones(attempts, dtype=bool)
             first_start[1:] = attempt_person[1:] != attempt_person[:-1]
-            start_of = dict(zip(attempt_person[first_start].tolist(),
-                                starts[first_start].tolist(), strict=True))  # fmt: skip
-            source_rows = np.array([start_of[p] for p in attempt_person[best].tolist()],
-                                   dtype=np.int64)  # fmt: skip
+            first_attempt = np.flatnonzero(first_start)[np.cumsum(first_start) - 1]
+            source_rows = starts[first_attempt[best]]
             breakdown_codes = codes[source_rows] if len(source_rows) else source_rows
         else:
             source_rows = rows[best, definition.by_step]
@@ -118,7 +118,7 @@ def run_funnel(table: pa.Table, definition: FunnelDefinition, as_of: datetime) -
     def summarise(selected: NDArray[np.int64], is_open: NDArray[np.bool_]) -> list[dict]:
         steps = []
         reach = reached[selected]
-        entered = int(len(selected))
+        entered = len(selected)
         previous = entered
         for k, step in enumerate(definition.steps):
             people = int(np.count_nonzero(reach >= k))

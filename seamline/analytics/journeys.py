@@ -13,7 +13,7 @@ import pyarrow as pa
 
 from seamline.analytics.definitions import JourneyDefinition
 from seamline.analytics.result import JourneyResult
-from seamline.analytics.sequences import dictionary, from_table
+from seamline.analytics.sequences import dictionary, distinct, from_table
 
 _US = 1_000_000
 
@@ -56,13 +56,27 @@ def run_journeys(table: pa.Table, definition: JourneyDefinition) -> JourneyResul
     owners = person[:-1][same]
     n_nodes = max(int(node.max()) + 1, 1) if len(node) else 1
     edge = source * n_nodes + target
-    order = np.lexsort((gaps, edge))
+    # by edge, then by hand-off time within it: one sort of edge * n + (rank of the gap)
+    # is ~3x faster than np.lexsort((gaps, edge)) on a million transitions
+    n_gaps = len(gaps)
+    if n_gaps and n_nodes * n_nodes * n_gaps < 2**62:
+        gap_rank = np.empty(n_gaps, dtype=np.int64)
+        gap_rank[np.argsort(gaps)] = np.arange(n_gaps, dtype=np.int64)
+        order = np.argsort(edge * n_gaps + gap_rank)
+    else:
+        order = np.lexsort((gaps, edge))
     edge_sorted, gaps_sorted = edge[order], gaps[order]
     unique_edges, starts, counts = np.unique(edge_sorted, return_index=True, return_counts=True)
     medians = _group_quantile(gaps_sorted, starts, counts, 0.5) if len(counts) else counts
     p90s = _group_quantile(gaps_sorted, starts, counts, 0.9) if len(counts) else counts
-    pairs = np.unique(np.stack([edge, owners]), axis=1) if len(edge) else np.zeros((2, 0))
-    people_edges, people_counts = np.unique(pairs[0], return_counts=True)
+    # distinct (edge, person) pairs as one int64 key: sorting it beats np.unique(axis=1) ~20x
+    n_people = int(person[-1]) + 1 if len(person) else 1
+    if n_nodes * n_nodes * n_people < 2**62:
+        pairs = distinct(edge * n_people + owners)
+        people_edges, people_counts = np.unique(pairs // n_people, return_counts=True)
+    else:  # the key would overflow int64 (millions of touchpoint kinds): the slow way
+        stacked = np.unique(np.stack([edge, owners]), axis=1)
+        people_edges, people_counts = np.unique(stacked[0], return_counts=True)
     people_of = dict(zip(people_edges.tolist(), people_counts.tolist(), strict=True))
 
     def label(code: int) -> tuple[str | None, str | None]:
@@ -99,6 +113,6 @@ def run_journeys(table: pa.Table, definition: JourneyDefinition) -> JourneyResul
         starts_list, ends_list = [], []
     return JourneyResult(
         {"edges": edges, "starts": starts_list, "ends": ends_list,
-         "people": int(len(np.unique(person))), "lane": lane_key},
+         "people": len(distinct(person)), "lane": lane_key},
         "edges",
     )  # fmt: skip

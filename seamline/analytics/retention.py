@@ -21,7 +21,7 @@ import pyarrow as pa
 from seamline.analytics.definitions import RetentionDefinition
 from seamline.analytics.periods import period_index, period_label, period_of
 from seamline.analytics.result import RetentionResult
-from seamline.analytics.sequences import bool_column, from_table
+from seamline.analytics.sequences import bool_column, distinct, from_table
 
 
 def run_retention(table: pa.Table, definition: RetentionDefinition,
@@ -50,7 +50,7 @@ def run_retention(table: pa.Table, definition: RetentionDefinition,
     offset = period_index(ts[returns], period) - cohort_period[who]
     counted = has_cohort[who] & (ts[returns] > first_ts[who]) & (offset < width)
     # one count per (person, offset), however many returns the person made in that period
-    pairs = np.unique(who[counted] * width + offset[counted])
+    pairs = distinct(who[counted] * width + offset[counted])
     retained = np.zeros((len(cohorts), width), dtype=np.int64)
     np.add.at(retained, (cohort[pairs // width], pairs % width), 1)
 

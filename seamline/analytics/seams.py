@@ -40,7 +40,7 @@ from numpy.typing import NDArray
 
 from seamline.analytics.durations import format_duration
 from seamline.analytics.result import Result
-from seamline.analytics.sequences import dictionary, from_table
+from seamline.analytics.sequences import dictionary, distinct, from_table
 from seamline.analytics.stats import benjamini_hochberg, two_proportion_p, wilson
 
 _US = 1_000_000
@@ -119,7 +119,7 @@ class _Scan:
         return self.event_names[node // self.n_lanes], self.lane_names[node % self.n_lanes]
 
     def examples(self, rows: NDArray[np.int64]) -> list[str]:
-        persons = np.unique(self.person[rows])[: self.definition.people_examples]
+        persons = distinct(self.person[rows])[: self.definition.people_examples]
         return [self.ids[int(p)] for p in persons]
 
     def costly_candidates(self) -> list[_Candidate]:
@@ -136,15 +136,24 @@ class _Scan:
         entry_sorted, entry_key_sorted = entry[order], entry_key[order]
         # who did each touchpoint at all (open windows too), to keep them out of its baseline
         touched = self.rows[~self.costly]
-        did = np.unique(person[touched] * self.n_nodes + node[touched])
+        did = distinct(person[touched] * self.n_nodes + node[touched])
         did_person, did_node = did // self.n_nodes, did % self.n_nodes
         did_entry_at = np.searchsorted(entry_key_sorted, did_person * self.n_lanes
                                        + did_node % self.n_lanes)  # fmt: skip
         has_entry = did_entry_at < len(entry_key_sorted)
         has_entry[has_entry] = entry_key_sorted[did_entry_at[has_entry]] == (
             did_person * self.n_lanes + did_node % self.n_lanes)[has_entry]  # fmt: skip
+        # the rows of ``first`` grouped by touchpoint, in row order within each group (once,
+        # rather than a full scan of ``first`` per touchpoint and costly channel)
+        first_node = node[first]
+        by_node = np.argsort(first_node, kind="stable")
+        node_codes, node_starts, node_counts = np.unique(first_node[by_node], return_index=True,
+                                                         return_counts=True)  # fmt: skip
+        groups = [(code, by_node[start:start + count]) for code, start, count in
+                  zip(node_codes.tolist(), node_starts.tolist(), node_counts.tolist(),
+                      strict=True)]  # fmt: skip
         out: list[_Candidate] = []
-        for lane_code in np.unique(lanes[self.costly]).tolist():
+        for lane_code in distinct(lanes[self.costly]).tolist():
             target = np.flatnonzero(self.costly & (lanes == lane_code))
             nxt, found = _first_after(target, self.rows)
             followed = found & (person[nxt] == person) & (ts[nxt] - ts <= window)
@@ -163,10 +172,10 @@ class _Scan:
             retried = (first + 1 < len(person)) & (person[following] == person[first]) & (
                 node[following] == node[first])  # fmt: skip
             to_label = f"any {self.lane_names[lane_code]} contact"
-            for code in np.unique(node[first]).tolist():
+            for code, members in groups:
                 event, lane = self.label(code)
-                mine = first[node[first] == code]
-                mine_retried = retried[node[first] == code]
+                mine = first[members]
+                mine_retried = retried[members]
                 n1, x1 = len(mine), int(followed[mine].sum())
                 lane_index = code % self.n_lanes
                 n0 = int(n_lane[lane_index] - n_did[code])
@@ -195,7 +204,7 @@ class _Scan:
         if not d.outcome_events or len(self.person) < 2:
             return []
         window = int(d.outcome_within.total_seconds() * _US)
-        person, ts, node, lanes = self.person, self.ts, self.node, self.lanes
+        person, ts, node = self.person, self.ts, self.node
         rows = self.rows[:-1]
         # a hand-off is the person's next touchpoint within T (a later touchpoint, such as a
         # campaign email days after a session, is not a route taken from this point)
@@ -299,7 +308,8 @@ def finish(candidates: list[_Candidate], definition: SeamsDefinition,
                "lift": lift if math.isfinite(lift) else None, "ci_low": low, "ci_high": high,
                "p_value": p, "q_value": q, "significant": q <= definition.alpha,
                # people affected beyond the baseline: extra contacts, or missing outcomes
-               "excess": sign * (rate - baseline) * c.n1, "people_examples": c.examples}  # fmt: skip
+               "excess": sign * (rate - baseline) * c.n1,
+               "people_examples": c.examples}  # fmt: skip
         row["description"] = _describe(c.kind, row)
         if row["significant"] or definition.include_all:
             seams.append(row)

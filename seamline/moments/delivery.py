@@ -40,9 +40,10 @@ import httpx
 
 from seamline.errors import Overloaded
 from seamline.events.timestamps import utcnow
-from seamline.moments import signing
+from seamline.moments import apprise_guard, signing
 from seamline.moments.destinations import DestinationPolicy, DestinationRefused
 from seamline.moments.rules import GUARDED_APPRISE, Action, Rule, parse_rule
+from seamline.moments.webpush import send_webpush
 from seamline.store import Store, Writer
 from seamline.store import moments as tables
 
@@ -193,25 +194,35 @@ def send_webhook(client: httpx.Client, policy: DestinationPolicy, action: Action
 def send_apprise(policy: DestinationPolicy, action: Action, delivery: dict[str, Any]) -> Outcome:
     """Push, SMS, chat or email through Apprise (one notify call; Apprise says only yes/no).
 
-    For ``json://``, ``form://`` and ``xml://`` (and their ``s`` forms) the host is guarded
-    like a webhook's and the delivery id goes along as an ``Idempotency-Key`` header.
-    Apprise resolves and connects by itself, so it cannot be pinned to the checked address.
+    Every service that connects to a host named in its URL is guarded like a webhook
+    (:mod:`seamline.moments.apprise_guard`), again at each attempt (DNS may have changed).
+    For ``json://``, ``form://`` and ``xml://`` (and their ``s`` forms) the delivery id goes
+    along as an ``Idempotency-Key`` header. Apprise resolves and connects by itself, so it
+    cannot be pinned to the checked address.
     """
     import apprise
 
     url = action.url
     scheme = url.split("://", 1)[0].lower()
+    try:
+        apprise_guard.check(policy, url, "url")
+    except DestinationRefused as exc:
+        return Outcome("failed", None, exc.message[:300])
     if scheme in GUARDED_APPRISE:
-        try:
-            policy.check_url(GUARDED_APPRISE[scheme] + url[len(scheme) :], "url")
-        except DestinationRefused as exc:
-            return Outcome("failed", None, exc.message[:300])
         url += ("&" if "?" in url else "?") + f"+Idempotency-Key={delivery['delivery_id']}"
     notifier = apprise.Apprise()
     if not notifier.add(url):
         return Outcome("failed", None, "Apprise does not understand this URL")
     ok = notifier.notify(body=str(delivery["payload"]), title=str(delivery["title"] or ""))
     return Outcome("delivered") if ok else Outcome("retry", None, "Apprise reported a failure")
+
+
+def _push_host(row: dict[str, Any]) -> str | None:
+    """The push service's host of a web push delivery (its circuit breaker key)."""
+    try:
+        return urlsplit(json.loads(row["payload"])["subscription"]["endpoint"]).hostname
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 class RuleVersions:
@@ -241,7 +252,7 @@ class DeliveryWorker:
     def __init__(self, store: Store, writer: Writer, versions: RuleVersions,
                  policy: DestinationPolicy, *, poll_seconds: float, retry_base: float,
                  max_attempts: int, timeout: float, breaker: CircuitBreaker,
-                 senders: int = 4):  # fmt: skip
+                 senders: int = 4, vapid_key: str = "", vapid_subject: str = ""):  # fmt: skip
         self._store = store
         self._writer = writer
         self.versions = versions
@@ -250,10 +261,14 @@ class DeliveryWorker:
         self.retry_base = retry_base
         self.max_attempts = max_attempts
         self.breaker = breaker
+        self.vapid_key, self.vapid_subject = vapid_key, vapid_subject
         self._client = httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False)
         self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue()
         self._results: queue.Queue[_Result | None] = queue.Queue()
         self._inflight: set[str] = set()
+        # ids released while a dispatcher read was running: that read may predate their
+        # outcome's commit (it saw them still pending), so it must not send them again
+        self._released_during_read: set[str] = set()
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -301,12 +316,15 @@ class DeliveryWorker:
 
     def _fill(self) -> float:
         now = utcnow()
+        with self._lock:
+            self._released_during_read.clear()
         with self._store.cursor() as cur:
             rows = tables.ready_deliveries(cur, now, 200)
             upcoming = tables.next_attempt_at(cur) if not rows else None
         for row in rows:
             with self._lock:
-                if row["delivery_id"] in self._inflight:
+                if (row["delivery_id"] in self._inflight
+                        or row["delivery_id"] in self._released_during_read):  # fmt: skip
                     continue
                 self._inflight.add(row["delivery_id"])
             self._queue.put(row)
@@ -332,6 +350,7 @@ class DeliveryWorker:
     def _release(self, ids: list[str]) -> None:
         with self._lock:
             self._inflight.difference_update(ids)
+            self._released_during_read.update(ids)
 
     # -- recording: outcomes are written in batches, one transaction for many ----------------
     def _record_loop(self) -> None:
@@ -384,6 +403,8 @@ class DeliveryWorker:
             return
         action = rule.actions[index]
         host = (urlsplit(action.url).hostname or action.url) if "://" in action.url else action.url
+        if action.kind == "webpush":
+            host = _push_host(row) or host
         wait = self.breaker.wait(host, time.time())
         if wait > 0:  # circuit open: defer without using up an attempt
             self._record(row, "pending", row["attempts"], now + timedelta(seconds=wait),
@@ -391,6 +412,9 @@ class DeliveryWorker:
             return
         if action.kind == "webhook":
             outcome = send_webhook(self._client, self.policy, action, row)
+        elif action.kind == "webpush":
+            outcome = Outcome(*send_webpush(self._client, self.policy, row, self.vapid_key,
+                                            self.vapid_subject))  # type: ignore[arg-type]  # fmt: skip
         else:
             outcome = send_apprise(self.policy, action, row)
         self.breaker.record(host, outcome.kind != "retry", time.time())

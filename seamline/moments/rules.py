@@ -23,6 +23,7 @@ import yaml
 
 from seamline.errors import BadRequest, did_you_mean
 from seamline.moments import templates
+from seamline.moments.places import Place, PlaceProblem, parse_places
 from seamline.moments.predicates import MISSING, Predicate, PredicateError, parse_where, walk
 from seamline.moments.signing import SecretError, secret_bytes
 
@@ -37,7 +38,9 @@ GUARDED_APPRISE = {"json": "http", "jsons": "https", "form": "http", "forms": "h
                    "xml": "http", "xmls": "https"}  # fmt: skip
 
 _TOP = ("name", "description", "enabled", "trigger", "unless", "exit", "delay", "reentry", "cap",
-        "category", "quiet_hours", "transactional", "expires", "grace", "actions")  # fmt: skip
+        "category", "quiet_hours", "transactional", "expires", "grace", "actions", "places",
+        "beacons", "place_cap")  # fmt: skip
+_LOCATION_KINDS = ("near", "enters", "leaves")
 
 
 class RuleError(BadRequest):
@@ -78,15 +81,42 @@ def _names(value: Any, where: str) -> frozenset[str] | None:
 
 
 @dataclass(frozen=True)
+class Location:
+    """``near``, ``enters`` or ``leaves`` one of ``keys`` (place state keys), and ``dwell``."""
+
+    kind: Literal["near", "enters", "leaves"]
+    keys: tuple[str, ...]
+    names: tuple[str, ...]
+    dwell: timedelta | None = None
+
+    def place(self, event: dict[str, Any]) -> str | None:
+        """The place key this event satisfies the condition at, or None."""
+        places = event.get("places")
+        if not isinstance(places, dict):
+            return None
+        found = places.get({"near": "at", "enters": "entered", "leaves": "left"}[self.kind]) or ()
+        return next((key for key in self.keys if key in found), None)
+
+    def describe(self) -> dict[str, Any]:
+        shown: dict[str, Any] = {self.kind: list(self.names)}
+        if self.dwell is not None:
+            shown["dwell_seconds"] = self.dwell.total_seconds()
+        return shown
+
+
+@dataclass(frozen=True)
 class Trigger:
-    event: str
+    event: str | None  # None: any event that satisfies ``location``
     where: Predicate | None = None
     channels: frozenset[str] | None = None
     sources: frozenset[str] | None = None
     units: frozenset[str] | None = None
+    location: Location | None = None
 
     def matches(self, event: dict[str, Any]) -> bool:
-        if event.get("event") != self.event:
+        if self.event is not None and event.get("event") != self.event:
+            return False
+        if self.location is not None and self.location.place(event) is None:
             return False
         if self.channels is not None and event.get("channel") not in self.channels:
             return False
@@ -153,13 +183,17 @@ class QuietHours:
 
 @dataclass(frozen=True)
 class Action:
-    kind: Literal["webhook", "apprise"]
+    kind: Literal["webhook", "apprise", "webpush"]
     url: str
     secrets: tuple[str, ...] = ()
     body: str | None = None  # template; None: the default JSON payload
     title: str | None = None  # template (apprise)
     content_type: str = "application/json"
     fallback: bool = False  # only when the previous action failed
+    subscription: str | None = None  # webpush: a fixed subscription (JSON text)
+    subscription_trait: str | None = None  # webpush: the person's trait holding it
+    ttl: int = 86400  # webpush: seconds the push service keeps an undelivered message
+    urgency: str | None = None  # webpush: very-low | low | normal | high
 
     def describe(self) -> dict[str, Any]:
         """What `moments list` shows: never the secret."""
@@ -188,12 +222,23 @@ class Rule:
     transactional: bool = False
     expires: timedelta = DEFAULT_EXPIRES
     grace: timedelta | None = None  # None: the workspace's moments_grace_seconds
+    places: tuple[Place, ...] = ()  # the rule's own places (keys "rule-name/place")
+    place_cap: Cap | None = None  # per person per place (location rules)
     source: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def window(self) -> timedelta:
         """The longest ``unless`` window: the instance waits this long after the trigger."""
-        return max((stop.within for stop in self.unless if stop.within), default=timedelta(0))
+        longest = max((stop.within for stop in self.unless if stop.within), default=timedelta(0))
+        return max(longest, self.dwell or timedelta(0))
+
+    @property
+    def dwell(self) -> timedelta | None:
+        return self.trigger.location.dwell if self.trigger.location else None
+
+    @property
+    def location(self) -> Location | None:
+        return self.trigger.location
 
     @property
     def cap_scope(self) -> str:
@@ -206,6 +251,11 @@ class Rule:
             return "unless"
         if any(stop.stops(trigger, trigger_ts, event, event_ts) for stop in self.exits):
             return "exit"
+        if self.dwell is not None and trigger_ts <= event_ts <= trigger_ts + self.dwell:
+            place = (trigger.get("place") or {}).get("key")
+            left = (event.get("places") or {}).get("left") or ()
+            if place is not None and place in left:
+                return "left"  # a dwell: left the place before the time was up
         return None
 
     @property
@@ -220,7 +270,7 @@ class Rule:
         """
         deadline = trigger_ts + self.window
         grace = self.grace if self.grace is not None else grace
-        wait = grace if self.unless else timedelta(0)
+        wait = grace if self.unless or self.dwell else timedelta(0)
         return deadline, deadline + self.delay + wait
 
     def describe(self) -> dict[str, Any]:
@@ -229,7 +279,12 @@ class Rule:
             "name": self.name,
             "description": self.description,
             "enabled": self.enabled,
-            "trigger": self.trigger.event,
+            "trigger": self.trigger.event or (  # a location trigger without an event name
+                f"{self.location.kind} {', '.join(self.location.names)}" if self.location else ""),
+            **({"location": self.location.describe()} if self.location else {}),
+            **({"places": [p.describe() for p in self.places]} if self.places else {}),
+            **({"place_cap": {"per_seconds": self.place_cap.per.total_seconds(),
+                              "max": self.place_cap.max}} if self.place_cap else {}),
             "unless": [{"event": s.event, "within": s.within.total_seconds() if s.within else None}
                        for s in self.unless],
             "exit": [s.event for s in self.exits],
@@ -349,14 +404,17 @@ def _clock(value: Any, where: str) -> time:
 
 def _action(value: Any, where: str) -> Action:
     if not isinstance(value, dict):
-        raise _Problem(where, "an action is {webhook: {...}} or {apprise: {...}}")
-    kinds = [k for k in value if k in ("webhook", "apprise")]
+        raise _Problem(where, "an action is {webhook: {...}}, {apprise: {...}} or "
+                       "{webpush: {...}}")  # fmt: skip
+    kinds = [k for k in value if k in ("webhook", "apprise", "webpush")]
     if len(kinds) != 1:
-        raise _Problem(where, "an action has exactly one of webhook or apprise")
+        raise _Problem(where, "an action has exactly one of webhook, apprise or webpush")
     kind = kinds[0]
     _mapping(value, where, (kind, "fallback"))
     fallback = _bool(value.get("fallback", False), f"{where}.fallback")
     at = f"{where}.{kind}"
+    if kind == "webpush":
+        return _webpush(value[kind], at, fallback)
     if kind == "webhook":
         spec = _mapping(value[kind], at, ("url", "secret", "body", "content_type"))
         url = str(_text(spec.get("url"), f"{at}.url"))
@@ -389,6 +447,37 @@ def _action(value: Any, where: str) -> Action:
     return Action("apprise", url, (), body, title, "text/plain", fallback)
 
 
+def _webpush(value: Any, at: str, fallback: bool) -> Action:
+    from seamline.moments.webpush import URGENCIES, WebPushProblem, check_subscription
+
+    spec = _mapping(value, at, ("subscription", "subscription_trait", "body", "ttl", "urgency"))
+    if (spec.get("subscription") is None) == (spec.get("subscription_trait") is None):
+        raise _Problem(at, "give subscription: {endpoint, keys: {p256dh, auth}} or "
+                       "subscription_trait: NAME (the person's trait holding it)")  # fmt: skip
+    subscription = trait = None
+    url = ""
+    if spec.get("subscription") is not None:
+        try:
+            checked = check_subscription(spec["subscription"], f"{at}.subscription")
+        except WebPushProblem as exc:
+            where, _, message = str(exc).partition(": ")
+            raise _Problem(where, message) from None
+        subscription = json.dumps(checked)
+        url = checked["endpoint"]
+    else:
+        trait = str(_text(spec.get("subscription_trait"), f"{at}.subscription_trait"))
+        url = f"trait:{trait}"
+    urgency = spec.get("urgency")
+    if urgency is not None and urgency not in URGENCIES:
+        raise _Problem(f"{at}.urgency", f"use one of {', '.join(URGENCIES)}"
+                       f"{did_you_mean(str(urgency), URGENCIES)}")  # fmt: skip
+    ttl = parse_duration(spec.get("ttl", "1d"), f"{at}.ttl", allow_zero=True)
+    body = _text(spec.get("body"), f"{at}.body", required=False)
+    _template(body, f"{at}.body")
+    return Action("webpush", url, (), body, None, "application/json", fallback,
+                  subscription, trait, int(ttl.total_seconds()), urgency)  # fmt: skip
+
+
 def _template(text: str | None, where: str) -> None:
     if text is None:
         return
@@ -419,9 +508,17 @@ def _parse(spec: Any) -> Rule:
     tspec = spec["trigger"]
     if isinstance(tspec, str):
         tspec = {"event": tspec}
-    tspec = _mapping(tspec, "trigger", ("event", "where", "channel", "source", "unit"))
+    tspec = _mapping(tspec, "trigger", ("event", "where", "channel", "source", "unit",
+                                        *_LOCATION_KINDS, "dwell"))  # fmt: skip
+    try:
+        places = parse_places(spec.get("places"), spec.get("beacons"), "places", f"{name}/")
+    except PlaceProblem as exc:
+        raise _Problem(exc.where, exc.message) from None
+    location = _location(tspec, {p.name: p.key for p in places})
     trigger = Trigger(
-        event=str(_text(tspec.get("event"), "trigger.event")),
+        event=None if location is not None and tspec.get("event") is None
+        else str(_text(tspec.get("event"), "trigger.event")),
+        location=location,
         where=_where(tspec.get("where"), "trigger.where"),
         channels=_names(tspec.get("channel"), "trigger.channel"),
         sources=_names(tspec.get("source"), "trigger.source"),
@@ -444,6 +541,9 @@ def _parse(spec: Any) -> Rule:
         if "per" not in cspec:
             raise _Problem("cap.per", "is required, e.g. cap: {per: 1d, max: 1}")
         cap = Cap(parse_duration(cspec["per"], "cap.per"), limit)
+    place_cap = _cap(spec.get("place_cap"), "place_cap")
+    if place_cap is not None and location is None:
+        raise _Problem("place_cap", "needs a location trigger (near, enters or leaves)")
     quiet = None
     if spec.get("quiet_hours") is not None:
         qspec = _mapping(spec["quiet_hours"], "quiet_hours", ("start", "end", "policy"))
@@ -476,5 +576,48 @@ def _parse(spec: Any) -> Rule:
         expires=parse_duration(spec.get("expires", "1d"), "expires"),
         grace=parse_duration(spec["grace"], "grace", allow_zero=True)
         if spec.get("grace") is not None else None,
+        places=places,
+        place_cap=place_cap,
         source=dict(spec),
     )  # fmt: skip
+
+
+def _cap(value: Any, where: str) -> Cap | None:
+    if value is None:
+        return None
+    cspec = _mapping(value, where, ("per", "max"))
+    limit = cspec.get("max")
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+        raise _Problem(f"{where}.max", "a whole number of at least 1")
+    if "per" not in cspec:
+        raise _Problem(f"{where}.per", f"is required, e.g. {where}: {{per: 1d, max: 1}}")
+    return Cap(parse_duration(cspec["per"], f"{where}.per"), limit)
+
+
+def _location(tspec: dict[str, Any], local: dict[str, str]) -> Location | None:
+    """``near|enters|leaves: NAME`` (or ``{place: NAME}``, or a list of names) and ``dwell``."""
+    kinds = [k for k in _LOCATION_KINDS if tspec.get(k) is not None]
+    if len(kinds) > 1:
+        raise _Problem("trigger", "use one of near, enters or leaves, not several")
+    if not kinds:
+        if tspec.get("dwell") is not None:
+            raise _Problem("trigger.dwell", "needs enters or near, e.g. {enters: store-12, "
+                           "dwell: 5m}")  # fmt: skip
+        return None
+    kind = kinds[0]
+    value = tspec[kind]
+    at = f"trigger.{kind}"
+    if isinstance(value, dict):
+        value = _mapping(value, at, ("place",)).get("place")
+        at += ".place"
+    items = value if isinstance(value, list) else [value]
+    if not items or not all(isinstance(v, str) and v.strip() for v in items):
+        raise _Problem(at, "a place name or a list of place names")
+    names = tuple(dict.fromkeys(v.strip() for v in items))
+    dwell = None
+    if tspec.get("dwell") is not None:
+        if kind == "leaves":
+            raise _Problem("trigger.dwell", "dwell goes with enters or near, not leaves")
+        dwell = parse_duration(tspec["dwell"], "trigger.dwell")
+    keys = tuple(local.get(n, n) for n in names)
+    return Location(kind, keys, names, dwell)  # type: ignore[arg-type]

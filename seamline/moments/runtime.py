@@ -26,9 +26,11 @@ from typing import Any
 
 from seamline.events import EventRows
 from seamline.events.timestamps import utcnow
+from seamline.moments import places as geo
 from seamline.moments.ids import new_id
 from seamline.moments.rules import Rule, parse_rule
 from seamline.store import moments as tables
+from seamline.store import places as place_tables
 
 log = logging.getLogger("seamline.moments")
 
@@ -36,6 +38,9 @@ log = logging.getLogger("seamline.moments")
 _FIELDS = ("message_id", "source_id", "type", "event", "channel", "unit", "user_id",
            "anonymous_id", "os_name", "os_version", "app_name", "app_version", "device_type",
            "device_model", "locale", "timezone")  # fmt: skip
+#: Extra event columns of :func:`seamline.store.moments.person_events` rows, in order.
+EXTRA_FIELDS = ("user_id", "anonymous_id", "os_name", "os_version", "app_name", "app_version",
+                "device_type", "device_model", "locale", "timezone", "received_at")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -56,13 +61,29 @@ class RuleSet:
         self.by_name = {s.rule.name: s for s in self.rules}
         self.by_trigger: dict[str, list[StoredRule]] = defaultdict(list)
         self.by_stop: dict[str, list[StoredRule]] = defaultdict(list)
+        self.by_any: list[StoredRule] = []  # location triggers without an event name
+        self.by_leave: list[StoredRule] = []  # dwell rules: leaving the place cancels
         for s in self.rules:
             if not s.rule.enabled:
                 continue
-            self.by_trigger[s.rule.trigger.event].append(s)
+            if s.rule.trigger.event is None:
+                self.by_any.append(s)
+            else:
+                self.by_trigger[s.rule.trigger.event].append(s)
             for name in s.rule.stop_events:
                 self.by_stop[name].append(s)
+            if s.rule.dwell is not None:
+                self.by_leave.append(s)
         self.watched = frozenset(self.by_trigger) | frozenset(self.by_stop)
+        self.located = any(s.rule.enabled and s.rule.location for s in self.rules)
+
+    def own_places(self) -> list[geo.Place]:
+        """The places rules define for themselves (enabled rules only)."""
+        return [p for s in self.rules if s.rule.enabled for p in s.rule.places]
+
+    def triggered_by(self, event: dict[str, Any]) -> list[StoredRule]:
+        found = self.by_trigger.get(event["event"], []) if event["event"] is not None else []
+        return found + self.by_any if self.by_any and "places" in event else found
 
     @classmethod
     def load(cls, con: tables.Connection, previous: RuleSet | None = None) -> RuleSet:
@@ -75,13 +96,33 @@ class RuleSet:
             if rule is None:
                 try:
                     rule = parse_rule(json.loads(definition))
-                except Exception as exc:  # one broken row must not stop the rest
+                except Exception as exc:  # noqa: BLE001 - one broken row must not stop the rest
                     log.error("moment rule %s cannot be loaded: %s", rule_id, exc)
                     continue
             if rule.enabled != enabled:
                 rule = _with_enabled(rule, enabled)
             stored.append(StoredRule(rule_id, version, rule, created, updated))
         return cls(stored)
+
+
+def consent_given(signal: tuple[str, Any] | None, consent: geo.Consent) -> bool:
+    """A :func:`seamline.store.places.consent_signals` value -> may location moments run?"""
+    if signal is None:
+        return True  # no opt-out on record
+    kind, value = signal
+    if kind == "event":
+        return bool(value != consent.revoked_event)
+    return not geo.opted_out(value)
+
+
+def with_place(rule: Rule, event: dict[str, Any]) -> dict[str, Any]:
+    """The trigger snapshot of a location rule, with the place it matched at."""
+    location = rule.location
+    key = location.place(event) if location is not None else None
+    if key is None or location is None:
+        return event
+    name = location.names[location.keys.index(key)]
+    return {**event, "place": {"key": key, "name": name}}
 
 
 def _with_enabled(rule: Rule, enabled: bool) -> Rule:
@@ -118,12 +159,17 @@ def snapshot(values: dict[str, Any], source: str | None, person: str) -> dict[st
 def stored_snapshot(
     row: tuple[Any, ...], sources: dict[str, str]
 ) -> tuple[dict[str, Any], datetime]:
-    """A :func:`seamline.store.moments.person_events` row -> (snapshot, timestamp)."""
+    """A :func:`seamline.store.moments.person_events` row -> (snapshot, timestamp).
+
+    The snapshot has the same fields as the one the runtime takes on ingest, so filters on
+    ``os_name``, ``app_version``, ``timezone``... match in the dry run as they do live.
+    """
     (person, source_id, message_id, event, kind, ts, channel, unit, properties, traits,
-     context) = row  # fmt: skip
+     context) = row[:11]  # fmt: skip
     values = {"source_id": source_id, "message_id": message_id, "event": event, "type": kind,
               "timestamp": ts, "channel": channel, "unit": unit, "properties": properties,
               "traits": traits, "context": context}  # fmt: skip
+    values.update(zip(EXTRA_FIELDS, row[11:], strict=False))
     return snapshot(values, sources.get(source_id), person), ts
 
 
@@ -131,8 +177,11 @@ class TriggerHook:
     """Install with ``writer.add_transaction_hook(hook)``; swap rules with :attr:`rules`."""
 
     def __init__(self, grace: timedelta, max_age: timedelta,
-                 due: threading.Event | None = None):  # fmt: skip
+                 due: threading.Event | None = None,
+                 consent: geo.Consent | None = None):  # fmt: skip
         self.rules = RuleSet()
+        self.catalog = geo.Catalog()  # workspace places + rules' own places
+        self.consent = consent or geo.Consent()
         self.grace = grace
         self.max_age = max_age
         self.due = due or threading.Event()  # set when an instance may be due: wakes the scheduler
@@ -169,15 +218,20 @@ class TriggerHook:
     def _evaluate(self, con: tables.Connection, rows: EventRows,
                   stored: set[tuple[str, str]]) -> None:  # fmt: skip
         rules = self.rules
-        if not rules.watched or not len(rows):
+        located = rules.located and bool(self.catalog)
+        if not (rules.watched or located) or not len(rows):
             return
         cols = rows.columns
         persons_col, names = cols["person_id"], cols["event"]
         sources_col, messages = cols["source_id"], cols["message_id"]
+        contexts = cols["context"]
+        consent = self.consent
         picked = [
             i for i, name in enumerate(names)
-            if name in rules.watched and persons_col[i] is not None
-            and (sources_col[i], messages[i]) in stored
+            if (name in rules.watched or (located and (
+                geo.maybe_located(contexts[i], name) or name in
+                (consent.revoked_event, consent.granted_event) or cols["type"][i] == "identify"
+            ))) and persons_col[i] is not None and (sources_col[i], messages[i]) in stored
         ]  # fmt: skip
         if not picked:
             return
@@ -190,12 +244,52 @@ class TriggerHook:
             events.append((snapshot(values, sources.get(sources_col[i]), person),
                            values["timestamp"], values["received_at"]))  # fmt: skip
         events.sort(key=lambda item: item[1])
-        stops = [(e, ts) for e, ts, _ in events if e["event"] in rules.by_stop]
+        refused: set[str] = set()
+        if located:
+            refused = self._locate(con, [(e, ts) for e, ts, _ in events])
+        stops = [(e, ts) for e, ts, _ in events if e["event"] in rules.by_stop
+                 or (rules.by_leave and (e.get("places") or {}).get("left"))]  # fmt: skip
         if stops:
             self._cancel(con, rules, stops)
-        starts = [item for item in events if item[0]["event"] in rules.by_trigger]
+        starts = [item for item in events
+                  if item[0]["event"] in rules.by_trigger or "places" in item[0]]  # fmt: skip
         if starts:
-            self._start(con, rules, starts, sources)
+            self._start(con, rules, starts, sources, refused,
+                        [(e, ts) for e, ts, _ in events if "places" in e])  # fmt: skip
+
+    def _locate(self, con: tables.Connection,
+                events: list[tuple[dict[str, Any], datetime]]) -> set[str]:  # fmt: skip
+        """Annotate located events with ``places`` (at / entered / left) and keep each
+        person's place state; returns the persons who opted out (their state is dropped)."""
+        persons = sorted({e["person_id"] for e, _ in events})
+        consent = self.consent
+        signals = place_tables.consent_signals(
+            con, persons, consent.trait, consent.revoked_event, consent.granted_event
+        )
+        refused = {p for p, signal in signals.items() if not consent_given(signal, consent)}
+        if refused:
+            place_tables.clear_state(con, sorted(refused))
+        kept = [p for p in persons if p not in refused]
+        known = place_tables.load_state(con, kept) if kept else {}
+        changed: dict[tuple[str, str], tuple[str, str, bool, datetime, datetime]] = {}
+        for event, ts in events:
+            person = event["person_id"]
+            if person in refused:  # annotated from no state, kept nowhere: counted, not sent
+                note = geo.step(self.catalog, {}, event, ts)
+                if note is not None:
+                    event["places"] = note
+                continue
+            state = known.setdefault(person, {})
+            before = dict(state)
+            note = geo.step(self.catalog, state, event, ts)
+            if note is None:
+                continue
+            event["places"] = note
+            for key, value in state.items():
+                if before.get(key) != value:
+                    changed[(person, key)] = (person, key, value[0], ts, ts)
+        place_tables.save_state(con, list(changed.values()))
+        return refused
 
     def _cancel(self, con: tables.Connection, rules: RuleSet,
                 events: list[tuple[dict[str, Any], datetime]]) -> None:  # fmt: skip
@@ -203,7 +297,9 @@ class TriggerHook:
         rule_ids: set[str] = set()
         for event, ts in events:
             by_person[event["person_id"]].append((event, ts))
-            rule_ids.update(s.rule_id for s in rules.by_stop[event["event"]])
+            rule_ids.update(s.rule_id for s in rules.by_stop.get(event["event"], ()))
+            if (event.get("places") or {}).get("left"):
+                rule_ids.update(s.rule_id for s in rules.by_leave)
         earliest = min(ts for _, ts in events)
         found = tables.open_instances(con, sorted(rule_ids), sorted(by_person), earliest)
         updates: list[tuple[str, str, str | None]] = []
@@ -228,19 +324,26 @@ class TriggerHook:
 
     def _start(self, con: tables.Connection, rules: RuleSet,
                events: list[tuple[dict[str, Any], datetime, datetime]],
-               sources: dict[str, str]) -> None:  # fmt: skip
+               sources: dict[str, str], refused: set[str],
+               located: list[tuple[dict[str, Any], datetime]]) -> None:  # fmt: skip
         counters: dict[tuple[str, str], int] = defaultdict(int)
         candidates: list[tuple[StoredRule, dict[str, Any], datetime]] = []
         for event, ts, received in events:
-            for stored_rule in rules.by_trigger[event["event"]]:
+            for stored_rule in rules.triggered_by(event):
                 if not stored_rule.rule.trigger.matches(event):
                     continue
+                trigger = event
+                if stored_rule.rule.location is not None:
+                    if event["person_id"] in refused:
+                        counters[(stored_rule.rule_id, "no_consent")] += 1
+                        continue
+                    trigger = with_place(stored_rule.rule, event)
                 if ts < stored_rule.created_at:
                     counters[(stored_rule.rule_id, "before_rule")] += 1
                 elif received - ts > self.max_age:
                     counters[(stored_rule.rule_id, "too_old")] += 1
                 else:
-                    candidates.append((stored_rule, event, ts))
+                    candidates.append((stored_rule, trigger, ts))
         if not candidates:
             tables.bump_counters(con, counters)
             return
@@ -270,11 +373,26 @@ class TriggerHook:
                 json.dumps(event, default=str), now, rule, event,
             ])  # fmt: skip
         self._cancel_from_history(con, new, sources)
+        self._cancel_from_batch(new, located)
         rows = [tuple(item[:14]) for item in new]
         tables.insert_instances(con, rows)
         tables.bump_counters(con, counters)
         if any(item[10] == "waiting" and item[9] <= now + timedelta(seconds=1) for item in new):
             self.due_soon = True
+
+    @staticmethod
+    def _cancel_from_batch(new: list[list[Any]],
+                           located: list[tuple[dict[str, Any], datetime]]) -> None:  # fmt: skip
+        """A dwell whose person leaves later in the same batch starts cancelled: place
+        annotations exist only for the events being stored, not in the history."""
+        dwelling = [item for item in new if item[10] == "waiting" and item[14].dwell is not None]
+        for item in dwelling:
+            rule: Rule = item[14]
+            for event, ts in located:
+                reason = rule.cancels(item[15], item[6], event, ts)
+                if event["person_id"] == item[3] and reason is not None:
+                    item[10], item[11] = "cancelled", reason
+                    break
 
     def _cancel_from_history(self, con: tables.Connection, new: list[list[Any]],
                              sources: dict[str, str]) -> None:  # fmt: skip

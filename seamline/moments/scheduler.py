@@ -23,9 +23,11 @@ from seamline.events.timestamps import utcnow
 from seamline.moments import templates
 from seamline.moments.decisions import quiet_until, render_action, template_context, zone
 from seamline.moments.ids import new_id
-from seamline.moments.runtime import RuleSet, TriggerHook
+from seamline.moments.places import Consent
+from seamline.moments.runtime import RuleSet, TriggerHook, consent_given
 from seamline.store import Store, Writer
 from seamline.store import moments as tables
+from seamline.store import places as place_tables
 
 log = logging.getLogger("seamline.moments")
 BATCH = 500
@@ -40,8 +42,12 @@ class FireReport:
 
 
 def fire_due(con: tables.Connection, rules: RuleSet, now: datetime, default_zone: str,
-             limit: int = BATCH) -> FireReport:  # fmt: skip
-    """Decide every due instance (inside the caller's writer transaction)."""
+             limit: int = BATCH, consent: Consent | None = None) -> FireReport:  # fmt: skip
+    """Decide every due instance (inside the caller's writer transaction).
+
+    Location moments are also checked for consent (withdrawn since the trigger: cancelled)
+    and for their place cap (``place_cap``: per person per place, after ``cap``).
+    """
     due = tables.due_instances(con, now, limit)
     if not due:
         return FireReport(0, 0, 0)
@@ -51,6 +57,20 @@ def fire_due(con: tables.Connection, rules: RuleSet, now: datetime, default_zone
     last = tables.last_fired(con, rule_ids, persons)
     longest_cap = max((s.rule.cap.per for s in rules.rules if s.rule.cap), default=None)
     recent = tables.fired_since(con, persons, now - longest_cap) if longest_cap else []
+    located = [row[2] for row in due if _location_rule(rules, row[1])]
+    refused: set[str] = set()
+    longest_place_cap = max((s.rule.place_cap.per for s in rules.rules if s.rule.place_cap),
+                            default=None)  # fmt: skip
+    at_places: list[tuple[str, str, str, datetime]] = []
+    if located:
+        consent = consent or Consent()
+        signals = place_tables.consent_signals(
+            con, sorted(set(located)), consent.trait, consent.revoked_event, consent.granted_event
+        )
+        refused = {p for p, signal in signals.items() if not consent_given(signal, consent)}
+        if longest_place_cap is not None:
+            at_places = place_tables.fired_at_places(con, sorted(set(located)),
+                                                     now - longest_place_cap)  # fmt: skip
     decisions: list[tuple[str, str, str | None, datetime, datetime | None]] = []
     deliveries: list[tuple[Any, ...]] = []
     unrendered: list[tuple[str, str, int, str]] = []
@@ -64,9 +84,14 @@ def fire_due(con: tables.Connection, rules: RuleSet, now: datetime, default_zone
             return 0
         rule = stored.rule
         expires_at = due_at + rule.expires
+        event = json.loads(trigger)
+        place = (event.get("place") or {}).get("key") if rule.location is not None else None
         key = (rule_id, person)
         if now >= expires_at:
             decisions.append((instance_id, "expired", "expired", now, now))
+            return 0
+        if rule.location is not None and person in refused:
+            decisions.append((instance_id, "cancelled", "no_consent", now, now))
             return 0
         if key in last and (
             rule.reentry.mode == "once"
@@ -86,6 +111,17 @@ def fire_due(con: tables.Connection, rules: RuleSet, now: datetime, default_zone
                 if sent >= rule.cap.max:
                     decisions.append((instance_id, "capped", "frequency_cap", now, now))
                     return 0
+            if rule.place_cap is not None and place is not None:
+                since = now - rule.place_cap.per
+                here = sum(
+                    1 for who, other, key, at in at_places
+                    if who == person and key == place and at >= since and other in rules.by_id
+                    and rules.by_id[other].rule.cap_scope == rule.cap_scope
+                    and not rules.by_id[other].rule.transactional
+                )  # fmt: skip
+                if here >= rule.place_cap.max:
+                    decisions.append((instance_id, "capped", "place_cap", now, now))
+                    return 0
             if rule.quiet_hours is not None:
                 person_zone = zones.get(person) or traits.get(person, {}).get("timezone")
                 until = quiet_until(now, rule.quiet_hours, zone(person_zone, default_zone))
@@ -100,7 +136,8 @@ def fire_due(con: tables.Connection, rules: RuleSet, now: datetime, default_zone
         decisions.append((instance_id, "fired", None, now, now))
         last[key] = now
         recent.append((person, rule_id, now))
-        event = json.loads(trigger)
+        if place is not None:
+            at_places.append((person, rule_id, place, now))
         for index, action in enumerate(rule.actions):
             delivery_id = new_id("msg")
             context = template_context(rule, event, person, traits.get(person, {}),
@@ -133,6 +170,11 @@ def fire_due(con: tables.Connection, rules: RuleSet, now: datetime, default_zone
         tables.fail_unrendered(con, delivery_id, error)
         tables.settle_fallbacks(con, instance_id, index, False, now)
     return FireReport(len(decisions), fired, created)
+
+
+def _location_rule(rules: RuleSet, rule_id: str) -> bool:
+    stored = rules.by_id.get(rule_id)
+    return stored is not None and stored.rule.location is not None
 
 
 class Scheduler:
@@ -182,7 +224,8 @@ class Scheduler:
             self._wake.clear()
 
     def _fire(self, con: tables.Connection) -> FireReport:
-        return fire_due(con, self._hook.rules, utcnow(), self._default_zone)
+        return fire_due(con, self._hook.rules, utcnow(), self._default_zone,
+                        consent=self._hook.consent)  # fmt: skip
 
     def _tick(self) -> float:
         """Fire what is due; returns how long to sleep."""

@@ -119,6 +119,9 @@ def hash_secret(secret: str) -> str:
 class Store:
     """An open workspace database. Use :meth:`open`."""
 
+    #: SQLGlot dialect of the analytics queries (see :class:`seamline.store.engine.Engine`)
+    dialect = "duckdb"
+
     def __init__(self, connection: duckdb.DuckDBPyConnection, path: Path):
         self._connection = connection
         self.path = path

@@ -174,7 +174,9 @@ def resolve_person(con: duckdb.DuckDBPyConnection, person_id: str) -> str:
     return str(row[0]) if row else person_id
 
 
-def forget(con: duckdb.DuckDBPyConnection, person: str, keys: list[Key], at: datetime) -> dict[str, int]:
+def forget(
+    con: duckdb.DuckDBPyConnection, person: str, keys: list[Key], at: datetime
+) -> dict[str, int]:
     """Delete a person's events, identities and derived rows; suppress its identifiers."""
     olds = [person] + [
         r[0]

@@ -89,7 +89,8 @@ def export(con: duckdb.DuckDBPyConnection, lake: Path, collector: str,
     lake.mkdir(parents=True, exist_ok=True)
     if since is None:
         dates = [r[0] for r in con.execute(
-            "SELECT DISTINCT CAST(timestamp AS DATE) FROM events ORDER BY 1").fetchall()]  # fmt: skip
+            "SELECT DISTINCT CAST(timestamp AS DATE) FROM events ORDER BY 1"
+        ).fetchall()]  # fmt: skip
     else:
         dates = [r[0] for r in con.execute(
             "SELECT DISTINCT CAST(timestamp AS DATE) FROM events WHERE received_at > ? ORDER BY 1",
@@ -111,7 +112,8 @@ def export(con: duckdb.DuckDBPyConnection, lake: Path, collector: str,
         ("identities", "SELECT i.id_type, i.id_value, coalesce(o.new_person_id, i.person_id) AS "
                        "person_id, i.first_seen FROM identities i LEFT JOIN person_overrides o "
                        "ON o.old_person_id = i.person_id ORDER BY 1, 2"),
-        ("person_overrides", "SELECT old_person_id, new_person_id FROM person_overrides ORDER BY 1"),
+        ("person_overrides",
+         "SELECT old_person_id, new_person_id FROM person_overrides ORDER BY 1"),
     ):  # fmt: skip
         target = lake / table / f"collector={collector}" / "part-0.parquet"
         _publish(con, query, [], target)

@@ -7,7 +7,7 @@ transaction as the append, and an integer key keeps the index fast.
 
 from __future__ import annotations
 
-from seamline.store import identity, moments
+from seamline.store import accounts, identity, moments, places
 
 MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     (
@@ -96,4 +96,7 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
         "moments: rules, rule versions, trigger instances, delivery outbox, counters",
         moments.MIGRATION,
     ),
+    (4, "accounts: dashboard accounts, recovery codes, audit log", accounts.MIGRATION),
+    (5, "moments: workspace places and per-person place state (location moments)",
+     places.MIGRATION),
 )

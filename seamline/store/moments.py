@@ -160,6 +160,12 @@ def set_enabled(con: Connection, name: str, enabled: bool, now: datetime) -> boo
     return row is not None
 
 
+#: Event columns after ``context`` in person_events/journey rows (the runtime's snapshot has
+#: them too: ``seamline.moments.runtime.EXTRA_FIELDS``).
+_EXTRA = ("user_id, anonymous_id, os_name, os_version, app_name, app_version, device_type, "
+          "device_model, locale, timezone, received_at")  # fmt: skip
+
+
 # -- persons ---------------------------------------------------------------------------
 def canonical_persons(con: Connection, persons: Iterable[str]) -> dict[str, str]:
     """Each person id -> its surviving person (itself unless merged away)."""
@@ -192,12 +198,12 @@ def person_events(con: Connection, persons: Sequence[str], names: Sequence[str],
     """Stored events named ``names`` of these canonical persons from ``since`` on.
 
     Rows: (canonical person, source_id, message_id, event, type, timestamp, channel, unit,
-    properties, traits, context).
+    properties, traits, context, then the ``_EXTRA`` columns).
     """
     aliases = person_aliases(con, persons)
     rows = con.execute(
         "SELECT person_id, source_id, message_id, event, type, timestamp, channel, unit, "
-        "properties, traits, context FROM events "
+        f"properties, traits, context, {_EXTRA} FROM events "
         "WHERE timestamp >= ? AND event IN (SELECT unnest(?::VARCHAR[])) "
         "AND person_id IN (SELECT unnest(?::VARCHAR[]))",
         [since, list(names), list(aliases)],
@@ -238,7 +244,7 @@ def journey(con: Connection, person: str, limit: int = 5000) -> list[tuple[Any, 
     aliases = person_aliases(con, [person])
     rows = con.execute(
         "SELECT person_id, source_id, message_id, event, type, timestamp, channel, unit, "
-        "properties, traits, context FROM events "
+        f"properties, traits, context, {_EXTRA} FROM events "
         "WHERE person_id IN (SELECT unnest(?::VARCHAR[])) "
         "ORDER BY timestamp, received_at, message_id LIMIT ?",
         [list(aliases), limit],
@@ -619,5 +625,9 @@ def forget_orphans(con: Connection) -> int:
     deleted = int(row[0]) if row else 0
     row = con.execute(
         "DELETE FROM moment_instances WHERE person_id NOT IN (SELECT person_id FROM persons)"
+    ).fetchone()
+    deleted += int(row[0]) if row else 0
+    row = con.execute(  # where they were: location moments' place state
+        "DELETE FROM moment_place_state WHERE person_id NOT IN (SELECT person_id FROM persons)"
     ).fetchone()
     return deleted + (int(row[0]) if row else 0)

@@ -17,6 +17,7 @@ restart once the cause is gone.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -69,6 +70,7 @@ class _Call:
     fn: Callable[[duckdb.DuckDBPyConnection], Any]
     future: Future[Any] = field(default_factory=Future)
     size: int = 1
+    changes_data: bool = True
 
 
 class Writer:
@@ -99,6 +101,9 @@ class Writer:
         self.group_commit_wait = group_commit_wait_ms / 1000
         self.retry_after_seconds = retry_after_seconds
         self.commits = 0
+        # bumped after every COMMIT (events, identities, calls), before the caller hears of
+        # it: results computed at an older version are stale (seamline.analytics.cache)
+        self.data_version = 0
         self.reopens = 0  # times the database was reopened after a fatal error
         self._broken: BaseException | None = None  # the fatal error, until a reopen works
         self._next_reopen = 0.0
@@ -133,9 +138,16 @@ class Writer:
         self._enqueue(job)
         return job.future
 
-    def call(self, fn: Callable[[duckdb.DuckDBPyConnection], T]) -> Future[T]:
-        """Run ``fn(connection)`` in its own transaction on the writer thread."""
-        job = _Call(fn)
+    def call(
+        self, fn: Callable[[duckdb.DuckDBPyConnection], T], *, changes_data: bool = True
+    ) -> Future[T]:
+        """Run ``fn(connection)`` in its own transaction on the writer thread.
+
+        ``changes_data=False`` says it writes nothing an analysis reads (events, identities,
+        sources, counters): the commit then leaves :attr:`data_version` (and so every cached
+        result) as it was. Audit logs, sign-in records and moment deliveries use it.
+        """
+        job = _Call(fn, changes_data=changes_data)
         self._enqueue(job)
         return job.future
 
@@ -287,10 +299,11 @@ class Writer:
             self._rollback(exc)
             raise
         self.commits += 1
+        self.data_version += 1
         for listener in self._listeners:
             try:
                 listener(rows)
-            except Exception:  # noqa: BLE001 - a listener must never break ingest
+            except Exception:  # a listener must never break ingest
                 log.exception("a commit listener failed")
         for job, keys in zip(jobs, owned, strict=True):
             mine = dropped = 0
@@ -323,10 +336,8 @@ class Writer:
             self._broken = exc
             self._next_reopen = time.monotonic() + self._reopen_delay
             return  # every statement fails until the reopen; it reloads the graph
-        try:
+        with contextlib.suppress(duckdb.Error):
             self._con.execute("ROLLBACK")
-        except duckdb.Error:
-            pass
         try:
             self.identity.reload(self._con)
         except duckdb.Error as exc:  # the store itself is failing; the next commit will say
@@ -342,6 +353,7 @@ class Writer:
             self._rollback(exc)
             self._fail(job, exc)
             return
+        self.data_version += job.changes_data
         job.future.set_result(result)
 
     def _reopen(self) -> bool:

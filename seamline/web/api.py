@@ -14,9 +14,12 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from pydantic import BaseModel, Field
 
 from seamline import __version__
+from seamline.analytics.cache import run_cached
 from seamline.app import Workspace
 from seamline.errors import BadRequest, Forbidden, Unauthorized
 from seamline.store.database import WRITE_KEY_PREFIX
+from seamline.web.accounts_api import install_accounts_routes
+from seamline.web.metrics_api import install_metrics_routes
 from seamline.web.moments_api import install_moments_routes
 
 
@@ -155,12 +158,12 @@ def install_api(app: FastAPI, workspace: Workspace, local_secret: str | None) ->
     @router.post("/tokens", response_model=TokenOut, status_code=201, tags=["tokens"])
     def add_token(body: TokenIn, principal: Admin) -> dict[str, Any]:
         """Create an API token; the secret is in this answer only."""
-        return workspace.add_token(body.name, body.scope)
+        return workspace.add_token(body.name, body.scope, actor=principal.name)
 
     @router.delete("/tokens/{name}", tags=["tokens"])
     def revoke_token(name: str, principal: Admin) -> dict[str, Any]:
         """Revoke the API tokens with this name; they are refused from the next request."""
-        return workspace.revoke_token(name)
+        return workspace.revoke_token(name, actor=principal.name)
 
     @router.post("/import", response_model=ImportOut, tags=["data"])
     def import_events(body: ImportIn, principal: Admin) -> dict[str, Any]:
@@ -202,9 +205,9 @@ def install_api(app: FastAPI, workspace: Workspace, local_secret: str | None) ->
         end: datetime | None = None,
     ) -> dict[str, Any]:
         """Ordered funnel: people per step, conversion with Wilson intervals, time to convert."""
-        return workspace.funnel(
-            steps, within, by, by_step=by_step, strict=strict, exclude=exclude,
-            start=_naive(start), end=_naive(end),
+        return run_cached(
+            workspace, "funnel", steps=steps, within=within, by=by, by_step=by_step,
+            strict=strict, exclude=exclude, start=_naive(start), end=_naive(end),
         ).to_dict()  # fmt: skip
 
     @router.get("/journeys", tags=["analytics"])
@@ -218,9 +221,10 @@ def install_api(app: FastAPI, workspace: Workspace, local_secret: str | None) ->
         end: datetime | None = None,
     ) -> dict[str, Any]:
         """Journey map: edges between touchpoints with people, transitions, hand-off times."""
-        return workspace.journeys(
-            from_event, min_people, top, lane, start=_naive(start), end=_naive(end)
-        ).to_dict()
+        return run_cached(
+            workspace, "journeys", from_event=from_event, min_people=min_people, top=top,
+            lane=lane, start=_naive(start), end=_naive(end),
+        ).to_dict()  # fmt: skip
 
     @router.get("/seams", tags=["analytics"])
     def seams(
@@ -233,9 +237,9 @@ def install_api(app: FastAPI, workspace: Workspace, local_secret: str | None) ->
         include_all: bool = False,
     ) -> dict[str, Any]:
         """Ranked failing hand-offs (costly contacts, loops, outcome routes, broken segments)."""
-        return workspace.seams(within, min_people, funnel=funnel, by=by,
-                               outcome_within=outcome_within,
-                               include_all=include_all).to_dict()  # fmt: skip
+        return run_cached(workspace, "seams", within=within, min_people=min_people,
+                          funnel=funnel, by=by, outcome_within=outcome_within,
+                          include_all=include_all).to_dict()  # fmt: skip
 
     @router.get("/paths", tags=["analytics"])
     def paths(
@@ -249,8 +253,9 @@ def install_api(app: FastAPI, workspace: Workspace, local_secret: str | None) ->
         end: datetime | None = None,
     ) -> dict[str, Any]:
         """Top paths of touchpoints after (or before) each person's first ``event``."""
-        return workspace.paths(event, steps, direction, top, collapse_repeats,
-                               start=_naive(start), end=_naive(end)).to_dict()  # fmt: skip
+        return run_cached(workspace, "paths", event=event, steps=steps, direction=direction,
+                          top=top, collapse_repeats=collapse_repeats, start=_naive(start),
+                          end=_naive(end)).to_dict()  # fmt: skip
 
     @router.get("/retention", tags=["analytics"])
     def retention(
@@ -263,8 +268,9 @@ def install_api(app: FastAPI, workspace: Workspace, local_secret: str | None) ->
         end: datetime | None = None,
     ) -> dict[str, Any]:
         """Cohorts by first start event; people who return in each later period."""
-        return workspace.retention(start_event, return_event, period, periods,
-                                   start=_naive(start), end=_naive(end)).to_dict()  # fmt: skip
+        return run_cached(workspace, "retention", start_event=start_event,
+                          return_event=return_event, period=period, periods=periods,
+                          start=_naive(start), end=_naive(end)).to_dict()  # fmt: skip
 
     @router.get("/outcomes", tags=["analytics"])
     def outcomes(
@@ -275,8 +281,8 @@ def install_api(app: FastAPI, workspace: Workspace, local_secret: str | None) ->
         end: datetime | None = None,
     ) -> dict[str, Any]:
         """Per period: outcome rate, time to outcome, costly contacts, containment."""
-        return workspace.outcomes(period, outcome, start=_naive(start),
-                                  end=_naive(end)).to_dict()  # fmt: skip
+        return run_cached(workspace, "outcomes", period=period, outcome=outcome,
+                          start=_naive(start), end=_naive(end)).to_dict()  # fmt: skip
 
     @router.post("/lake/export", tags=["lake"])
     def lake_export(body: LakeExportIn, principal: Admin) -> dict[str, Any]:
@@ -291,6 +297,8 @@ def install_api(app: FastAPI, workspace: Workspace, local_secret: str | None) ->
                              code="invalid_directory") from None  # fmt: skip
 
     install_moments_routes(router, workspace, Admin)
+    install_accounts_routes(router, workspace, Admin)
+    install_metrics_routes(router, workspace, Reader)
     app.include_router(router)
 
 

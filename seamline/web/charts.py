@@ -255,3 +255,52 @@ def person_timeline(events: list[dict[str, Any]]) -> Figure:
             xaxis={"type": "date", "gridcolor": "#e5e7eb"},
         ),
     }
+
+
+def path_bars(result: dict[str, Any]) -> Figure:
+    """Top paths as horizontal bars (people), the most common on top; hover gives the share."""
+    paths = list(reversed(result["paths"]))  # Plotly draws the first category at the bottom
+    labels = [" → ".join(str(step) for step in p["path"]) for p in paths]
+    trace = {
+        "type": "bar", "orientation": "h", "x": [p["people"] for p in paths], "y": labels,
+        "marker": {"color": CHANNEL_COLOURS["mobile"]},
+        "text": [f"{p['people']:,} ({p['share'] * 100:.1f}%)" for p in paths],
+        "textposition": "auto", "cliponaxis": False,
+        "customdata": [p["share"] * 100 for p in paths],
+        "hovertemplate": "%{y}<br>%{x:,d} people (%{customdata:.1f}% of those who did "
+                         "the event)<extra></extra>",
+    }  # fmt: skip
+    layout = _layout(height=max(220, 90 + 34 * len(paths)), showlegend=False,
+                     xaxis={"title": {"text": "people"}, "gridcolor": "#e5e7eb",
+                            "rangemode": "tozero"},
+                     yaxis={"automargin": True, "type": "category"},
+                     margin={"l": 16, "r": 24, "t": 16, "b": 48})  # fmt: skip
+    return {"data": [trace], "layout": layout}
+
+
+def retention_heatmap(result: dict[str, Any]) -> Figure:
+    """Cohorts (rows, oldest on top) by period offset (columns): share of the cohort that
+    returned; offsets not observed yet are left blank rather than drawn as 0%."""
+    cohorts = result["cohorts"]
+    offsets = list(range(result["periods"]))
+    z = [[rate * 100 if k < c["periods_observed"] else None for k, rate in enumerate(c["rates"])]
+         for c in cohorts]  # fmt: skip
+    text = [[f"{rate * 100:.0f}%" if k < c["periods_observed"] else ""
+             for k, rate in enumerate(c["rates"])] for c in cohorts]  # fmt: skip
+    unit = result["period"]
+    trace = {
+        "type": "heatmap", "x": [f"{unit} {k}" for k in offsets],
+        "y": [f"{c['cohort']} ({c['people']:,})" for c in cohorts], "z": z,
+        "text": text, "texttemplate": "%{text}", "zmin": 0, "zmax": 100,
+        "colorscale": [[0, "#f7fbff"], [0.5, "#6baed6"], [1, "#08306b"]],
+        "colorbar": {"title": {"text": "% returned"}, "ticksuffix": "%"},
+        "customdata": [c["retained"] for c in cohorts],
+        "hovertemplate": "cohort %{y}, %{x}: %{z:.1f}% returned "
+                         "(%{customdata:,d} people)<extra></extra>",
+        "xgap": 2, "ygap": 2,
+    }  # fmt: skip
+    layout = _layout(height=max(240, 110 + 30 * len(cohorts)),
+                     yaxis={"automargin": True, "type": "category", "autorange": "reversed"},
+                     xaxis={"side": "top", "type": "category"},
+                     margin={"l": 16, "r": 24, "t": 40, "b": 16})  # fmt: skip
+    return {"data": [trace], "layout": layout}

@@ -80,13 +80,13 @@ def install_collect_routes(app: FastAPI, workspace: Workspace) -> None:
             cors = _cors_headers(request, settings.cors_origins)
             encoding = request.headers.get("content-encoding", "").lower()
             declared = request.headers.get("content-length")
-            if declared and declared.isdigit() and "gzip" not in encoding:
-                if int(declared) > settings.max_request_bytes:
-                    raise BadRequest(
-                        f"Request body is larger than {settings.max_request_bytes} bytes; "
-                        "send smaller batches.",
-                        code="request_too_large",
-                    )
+            if (declared and declared.isdigit() and "gzip" not in encoding
+                    and int(declared) > settings.max_request_bytes):  # fmt: skip
+                raise BadRequest(
+                    f"Request body is larger than {settings.max_request_bytes} bytes; "
+                    "send smaller batches.",
+                    code="request_too_large",
+                )
             body = await read_limited(
                 request.stream(), gzip="gzip" in encoding, limit=settings.max_request_bytes
             )

@@ -29,9 +29,10 @@ from starlette.responses import (
 )
 
 from seamline import __version__
+from seamline.analytics.cache import Cached
 from seamline.app import CHANNELS, Workspace
 from seamline.errors import NotFound, SeamlineError
-from seamline.web import charts
+from seamline.web import charts, explore
 from seamline.web.access import (
     check_csrf,
     context_of,
@@ -39,18 +40,29 @@ from seamline.web.access import (
     read_form,
     viewer_dependency,
 )
+from seamline.web.accounts import install_accounts
 from seamline.web.formatting import FILTERS
 from seamline.web.live import Broadcaster
+from seamline.web.metrics_page import PAGE_OBSERVE, PAGE_PREDICT, metrics_page
+from seamline.web.precompute import Precompute
 from seamline.web.sessions import Session, SessionStore
 
 log = logging.getLogger("seamline.web")
 
 NAV = (("/", "Overview"), ("/journeys", "Journeys"), ("/funnel", "Funnels"),
-       ("/seams", "Seams"), ("/person", "People"), ("/live", "Live"),
+       ("/seams", "Seams"), ("/paths", "Paths"), ("/retention", "Retention"),
+       ("/metrics", "Metrics"), ("/person", "People"), ("/live", "Live"),
        ("/sources", "Sources"))  # fmt: skip
 BREAKDOWNS = ("channel", "unit", "source", "app_version", "os_name", "os_version",
               "device_type", "library_name", "properties.")  # fmt: skip
 MAX_STEPS = 8
+# what the overview and the default views of journeys (either lane), seams and retention show
+PRECOMPUTE: list[tuple[str, dict[str, Any]]] = [
+    ("stats", {}), ("event_names", {}), ("seams", {}), ("outcomes", {}),
+    ("journeys", {"min_people": 1, "top": None, "lane": "channel"}), ("retention", {}),
+    ("journeys", {"min_people": 1, "top": None, "lane": "unit"}),
+    ("metrics_score", {"observe": PAGE_OBSERVE, "predict": PAGE_PREDICT}),
+]  # fmt: skip
 # No inline script may run: charts read their figure from a JSON <script> block instead.
 # plotly.js injects its own <style> elements, hence 'unsafe-inline' for styles only.
 SECURITY_HEADERS = {
@@ -86,6 +98,12 @@ def _safely(what: str, call: Callable[[], Any]) -> tuple[Any, str | None]:
         return None, f"The {what} could not be computed; the server log has the details."
 
 
+def _oldest(*results: Cached[Any] | None) -> str | None:
+    """The "as of" time of a page: the oldest of its results (all reflect the same data version)."""
+    times = [result for result in results if result is not None]
+    return min(times, key=lambda result: result.computed_at).as_of if times else None
+
+
 class Dashboard:
     def __init__(self, workspace: Workspace, local_secret: str | None):
         self.workspace = workspace
@@ -116,18 +134,23 @@ class Dashboard:
         ws = self.workspace
         has_outcomes = hasattr(ws, "outcomes")  # added by the outcomes issue; guard older ones
         # the panels are independent queries and DuckDB releases the GIL: run them together
+        # usually all three come from the cache (precomputed after commits); when not, they
+        # are independent queries and DuckDB releases the GIL: run them together
         with ThreadPoolExecutor(3, thread_name_prefix="seamline-overview") as pool:
-            stats = pool.submit(ws.stats)
-            seams = pool.submit(_safely, "seams", lambda: ws.seams().to_dict()["seams"][:5])
+            stats = pool.submit(ws.cached, "stats")
+            seams = pool.submit(_safely, "seams", lambda: ws.cached("seams"))
             outcomes = None
             if has_outcomes:
-                outcomes = pool.submit(_safely, "outcomes", lambda: ws.outcomes().to_dict())
-            outcome, outcome_error = outcomes.result() if outcomes else (None, None)
-            top_seams, seams_error = seams.result()
+                outcomes = pool.submit(_safely, "outcomes", lambda: ws.cached("outcomes"))
+            outcome_cached, outcome_error = outcomes.result() if outcomes else (None, None)
+            seams_cached, seams_error = seams.result()
             counts = stats.result()
+        outcome = outcome_cached.value.to_dict() if outcome_cached else None
+        top_seams = seams_cached.value.to_dict()["seams"][:5] if seams_cached else None
         periods = (outcome or {}).get("periods") or []
         return self.render(
-            request, "overview.html", session, title="Overview", stats=counts,
+            request, "overview.html", session, title="Overview", stats=counts.value,
+            as_of=_oldest(counts, seams_cached, outcome_cached),
             has_outcomes=has_outcomes, outcomes=outcome, periods=periods,
             outcome_error=outcome_error, seams=top_seams or [], seams_error=seams_error,
             outcome_chart=charts.outcome_lines(periods) if periods else None,
@@ -138,13 +161,16 @@ class Dashboard:
         min_people = _int(query.get("min_people"), 1, 1, 10**9)
         top = _int(query.get("top"), 40, 1, 500)
         lane = "unit" if query.get("lane") == "unit" else "channel"
-        result, error = _safely("journey map", lambda: self.workspace.journeys(
-            min_people=min_people, top=top, lane=lane).to_dict())  # fmt: skip
-        edges = (result or {}).get("edges") or []
+        # every edge is cached (top=None) and cut here: each "top" shares one computation
+        cached, error = _safely("journey map", lambda: self.workspace.cached(
+            "journeys", min_people=min_people, top=None, lane=lane))  # fmt: skip
+        result = cached.value.to_dict() if cached else None
+        edges = ((result or {}).get("edges") or [])[:top]
         forward, loops = charts.split_loops(edges, lane, (result or {}).get("starts"))
         hues = charts.lane_colours(edges, lane)
         return self.render(
             request, "journeys.html", session, title="Journeys", error=error, edges=edges,
+            as_of=_oldest(cached),
             loops=loops, min_people=min_people, top=top, lane=lane, hues=hues,
             chart=charts.journey_sankey(forward, lane, hues) if forward else None,
         )  # fmt: skip
@@ -154,11 +180,12 @@ class Dashboard:
         steps = [step for step in query.getlist("steps") if step.strip()][:MAX_STEPS]
         within = (query.get("within") or "7d").strip()
         by = (query.get("by") or "").strip() or None
-        names = self.workspace.event_names()
-        result, error = None, None
+        names = self.workspace.cached("event_names").value
+        result, error, cached = None, None, None
         if len(steps) >= 2:
-            result, error = _safely("funnel", lambda: self.workspace.funnel(
-                steps, within, by).to_dict())  # fmt: skip
+            cached, error = _safely("funnel", lambda: self.workspace.cached(
+                "funnel", steps=steps, within=within, by=by))  # fmt: skip
+            result = cached.value.to_dict() if cached else None
         elif query.getlist("steps"):
             error = "Choose at least two steps."
         breakdown = (result or {}).get("breakdown") or {}
@@ -166,6 +193,7 @@ class Dashboard:
             request, "funnel.html", session, title="Funnels", names=names, steps=steps,
             selects=max(3, min(MAX_STEPS, len(steps) + 1)), within=within, by=by or "",
             breakdowns=BREAKDOWNS, result=result, breakdown=breakdown, error=error,
+            as_of=_oldest(cached),
             chart=charts.funnel_bars(result) if result else None,
         )  # fmt: skip
 
@@ -174,12 +202,13 @@ class Dashboard:
         within = (query.get("within") or "2h").strip()
         min_people = _int(query.get("min_people"), 30, 1, 10**9)
         include_all = query.get("all") == "1"
-        result, error = _safely("seams", lambda: self.workspace.seams(
-            within, min_people, include_all=include_all).to_dict())  # fmt: skip
+        cached, error = _safely("seams", lambda: self.workspace.cached(
+            "seams", within=within, min_people=min_people, include_all=include_all))  # fmt: skip
+        result = cached.value.to_dict() if cached else None
         return self.render(
             request, "seams.html", session, title="Seams", result=result or {}, error=error,
             seams=(result or {}).get("seams") or [], within=within, min_people=min_people,
-            include_all=include_all,
+            include_all=include_all, as_of=_oldest(cached),
         )  # fmt: skip
 
     def person(self, request: Request, session: Session) -> Response:
@@ -207,7 +236,7 @@ class Dashboard:
                 **extra: Any) -> Response:  # fmt: skip
         ws = self.workspace
         keys = {source["name"]: source for source in ws.sources()}
-        rows = [{**row, **keys.get(row["name"], {})} for row in ws.stats()["sources"]]
+        rows = [{**row, **keys.get(row["name"], {})} for row in ws.cached("stats").value["sources"]]
         return self.render(
             request, "sources.html", session, status=status, title="Sources", sources=rows,
             tokens=ws.tokens() if session.is_admin else None, channels=CHANNELS,
@@ -219,9 +248,17 @@ def install_dashboard(app: FastAPI, workspace: Workspace, local_secret: str | No
     """Add the dashboard's routes; its live-event broadcaster listens to the writer."""
     board = Dashboard(workspace, local_secret)
     workspace.writer.add_listener(board.live.publish)
+    # the default views' analyses, recomputed after commits, so first visits hit the cache
+    # (and the Paths page's default view: after the most common event)
+    precompute = Precompute(workspace, [*PRECOMPUTE, ("paths", lambda: explore.default_paths(
+        workspace))], workspace.settings.precompute_seconds)  # fmt: skip
+    workspace.writer.add_listener(precompute.poke)
+    workspace.on_close(precompute.stop)
+    app.state.precompute = precompute.start()
     app.state.live = board.live
     router = APIRouter(include_in_schema=False)
     install_access(app, router, workspace, board.sessions, local_secret, board.render)
+    install_accounts(router, workspace, board.sessions, board.render)  # invites, admin pages
     Viewer = Annotated[Session, Depends(viewer_dependency(board.sessions))]
 
     @router.get("/static/plotly.min.js")
@@ -232,6 +269,9 @@ def install_dashboard(app: FastAPI, workspace: Workspace, local_secret: str | No
     pages: dict[str, Callable[[Request, Session], Response]] = {
         "/": board.overview, "/journeys": board.journeys, "/funnel": board.funnel,
         "/seams": board.seams, "/person": board.person, "/sources": board.sources,
+        "/paths": lambda request, session: explore.paths_page(board, request, session),
+        "/retention": lambda request, session: explore.retention_page(board, request, session),
+        "/metrics": lambda request, session: metrics_page(board, request, session),
     }  # fmt: skip
     Page = Callable[[Request, Session], Response]
 

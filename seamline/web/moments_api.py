@@ -55,9 +55,29 @@ def install_moments_routes(router: APIRouter, workspace: Workspace, admin: Any) 
         name: str,
         principal: admin,
         person: Annotated[str, Query(min_length=1, description="Any identifier of the person.")],
+        replay_history: bool = False,
     ) -> dict[str, Any]:
-        """Dry run over the person's stored journey: what would fire, when, or why not."""
-        return workspace.test_moment(name, person)
+        """Dry run over the person's stored journey: what would fire, when, or why not.
+        ``replay_history``: as if the journey arrived live after the rule was saved."""
+        return workspace.test_moment(name, person, replay_history)
+
+    @router.post("/places", status_code=201, tags=["moments"])
+    def add_places(body: MomentIn, principal: admin) -> dict[str, Any]:
+        """Save workspace places (``{places: [{name, lat, lon, radius, beacons}]}``)."""
+        if (body.text is None) == (body.definition is None):
+            raise BadRequest("Send the places as 'text' (YAML or JSON) or as 'definition'.",
+                             code="invalid_places")  # fmt: skip
+        return workspace.add_places(body.text if body.text is not None else body.definition or {})
+
+    @router.get("/places", tags=["moments"])
+    def list_places(principal: admin) -> list[dict[str, Any]]:
+        """The workspace's places for location moments."""
+        return workspace.list_places()
+
+    @router.delete("/places/{name}", tags=["moments"])
+    def remove_place(name: str, principal: admin) -> dict[str, Any]:
+        """Remove a place no rule uses (and everyone's state there)."""
+        return workspace.remove_place(name)
 
     @router.get("/deliveries", tags=["moments"])
     def deliveries(

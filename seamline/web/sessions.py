@@ -1,10 +1,13 @@
-"""Dashboard sessions: a random cookie id mapped to (token name, scope) in server memory.
+"""Dashboard sessions: a random cookie id mapped to who signed in, in server memory.
 
-The API token itself is never kept: signing in checks it once, then the browser holds
+A session belongs to an API token (its name and scope) or to an account (its email and
+role). The token itself is never kept: signing in checks it once, then the browser holds
 only an opaque session id (``HttpOnly``, ``SameSite=Strict``, ``Secure`` on https).
 Each session has its own CSRF token, sent back in a hidden field by every POST form.
-Sessions end on sign-out, after ``IDLE`` without a request, after ``LIFETIME`` in all,
-and when the server restarts (they live in this process only).
+Sessions end on sign-out, after ``idle`` seconds without a request, after ``lifetime``
+in all, when the server restarts (they live in this process only), and when the
+``check`` callback refuses them: the dashboard checks on every request that the token
+is not revoked and the account not disabled (and picks up a changed role).
 """
 
 from __future__ import annotations
@@ -13,7 +16,9 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -29,15 +34,26 @@ MAX_SESSIONS = 10_000  # the oldest is dropped beyond this: memory stays bounded
 @dataclass
 class Session:
     session_id: str
-    name: str  # the API token's name
-    scope: str  # "read" or "admin"
+    name: str  # the API token's name, or the account's name or email
+    scope: str  # a token's "read" or "admin", or an account's "viewer", "analyst", "admin"
     csrf: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     created: float = field(default_factory=time.monotonic)
     seen: float = field(default_factory=time.monotonic)
+    token_id: str | None = None  # the API token signed in with (None: account, local CLI)
+    account_id: str | None = None  # the account signed in as
+    #: A result to show once on the next page (a new token's secret, an invite link)
+    flash: dict[str, Any] | None = None
+    #: (generation, monotonic time) of the last check against the store
+    checked: tuple[int, float] | None = None
 
     @property
     def is_admin(self) -> bool:
         return self.scope == "admin"
+
+    @property
+    def role(self) -> str:
+        """The account role this session acts as: a read token is an analyst."""
+        return "analyst" if self.scope == "read" else self.scope
 
     def csrf_ok(self, sent: str | None) -> bool:
         return bool(sent) and secrets.compare_digest(str(sent), self.csrf)
@@ -51,11 +67,15 @@ class SessionStore:
         self.idle = idle
         self.lifetime = lifetime
         self.max_sessions = max_sessions
+        #: Called (outside the lock) on every use: False ends the session at once.
+        self.check: Callable[[Session], bool] | None = None
         self._sessions: OrderedDict[str, Session] = OrderedDict()
         self._lock = threading.Lock()
 
-    def create(self, name: str, scope: str) -> Session:
-        session = Session(secrets.token_urlsafe(32), name, scope)
+    def create(self, name: str, scope: str, token_id: str | None = None,
+               account_id: str | None = None) -> Session:  # fmt: skip
+        session = Session(secrets.token_urlsafe(32), name, scope, token_id=token_id,
+                          account_id=account_id)  # fmt: skip
         with self._lock:
             self._sessions[session.session_id] = session
             while len(self._sessions) > self.max_sessions:
@@ -72,6 +92,12 @@ class SessionStore:
                 return None
             if now - session.seen > self.idle or now - session.created > self.lifetime:
                 del self._sessions[session_id]
+                return None
+        if self.check is not None and not self.check(session):
+            self.end(session_id)
+            return None
+        with self._lock:
+            if session_id not in self._sessions:  # ended meanwhile (sign-out elsewhere)
                 return None
             session.seen = now
             self._sessions.move_to_end(session_id)

@@ -1,0 +1,200 @@
+"""The analyses over any engine: definitions built once, queries rendered per dialect.
+
+:class:`Analyses` is what :class:`seamline.app.Workspace` (DuckDB) and
+:class:`seamline.lake_workspace.LakeWorkspace` (Spark over a Parquet lake) both call,
+so a funnel means the same thing on both: the same definition, the same SQLGlot tree
+rendered in the engine's dialect, the same NumPy kernel over the sorted Arrow rows.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from seamline.analytics import (
+    DateRange,
+    Exclusion,
+    FunnelDefinition,
+    FunnelResult,
+    JourneyDefinition,
+    JourneyResult,
+)
+from seamline.analytics.definitions import (
+    COSTLY_CHANNELS,
+    OutcomeDefinition,
+    PathDefinition,
+    RetentionDefinition,
+    check_period,
+)
+from seamline.analytics.durations import parse_duration
+from seamline.analytics.funnel import run_funnel
+from seamline.analytics.journeys import run_journeys
+from seamline.analytics.outcomes import run_outcomes
+from seamline.analytics.paths import run_paths
+from seamline.analytics.query import (
+    funnel_query,
+    outcome_query,
+    retention_query,
+    sequence_query,
+)
+from seamline.analytics.result import OutcomeResult, PathResult, RetentionResult
+from seamline.analytics.retention import run_retention
+from seamline.analytics.seams import SeamsDefinition, SeamsResult, run_seams
+from seamline.errors import BadRequest
+from seamline.events.timestamps import utcnow
+from seamline.settings import Settings
+from seamline.store.engine import Engine
+
+
+class Analyses:
+    """Funnels, journeys, seams, paths, retention and outcomes on one engine."""
+
+    def __init__(self, engine: Engine, settings: Settings):
+        self.engine = engine
+        self.settings = settings
+
+    def _rows(self, sql: str) -> Any:
+        return self.engine.query_arrow(sql)
+
+    def funnel(
+        self,
+        steps: list[str],
+        within: str = "7d",
+        by: str | None = None,
+        *,
+        by_step: int | None = None,
+        strict: bool = False,
+        step_windows: list[str | None] | None = None,
+        exclude: list[str] | None = None,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        where: dict[str, Any] | None = None,
+    ) -> FunnelResult:
+        """People per ordered step (see :meth:`seamline.app.Workspace.funnel`)."""
+        definition = FunnelDefinition.build(
+            steps, within, by,
+            by_step=None if by_step is None else by_step - 1,
+            strict=strict,
+            step_windows=step_windows or (),
+            exclusions=tuple(Exclusion(event) for event in exclude or ()),
+            dates=DateRange(start, end),
+            segment=dict(where or {}),
+        )  # fmt: skip
+        table = self._rows(funnel_query(definition, dialect=self.engine.dialect))
+        return run_funnel(table, definition, as_of=end or utcnow())
+
+    def journeys(
+        self,
+        from_event: str | None = None,
+        min_people: int = 1,
+        top: int | None = None,
+        lane: str = "channel",
+        *,
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> JourneyResult:
+        """The journey map: edges between touchpoints with people, transitions and times."""
+        if lane not in ("channel", "unit"):
+            raise BadRequest(f"lane must be 'channel' or 'unit', not '{lane}'.",
+                             code="invalid_lane")  # fmt: skip
+        definition = JourneyDefinition(from_event, min_people, top, DateRange(start, end),
+                                       by=lane)  # type: ignore[arg-type]  # fmt: skip
+        table = self._rows(sequence_query(definition.dates, definition.include_identify, lane,
+                                          dialect=self.engine.dialect))  # fmt: skip
+        return run_journeys(table, definition)
+
+    def declared(self) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+        """(outcome events, costly events, costly channels) declared in the settings."""
+
+        def listed(text: str) -> tuple[str, ...]:
+            return tuple(part.strip() for part in text.split(",") if part.strip())
+
+        outcomes = listed(self.settings.outcome_events)
+        costly_events = listed(self.settings.costly_events)
+        # costly contacts: the named events, else every event of the costly channels
+        channels = () if costly_events else COSTLY_CHANNELS
+        return outcomes, costly_events, channels
+
+    def seams(
+        self,
+        within: str = "2h",
+        min_people: int = 30,
+        *,
+        funnel: list[str] | None = None,
+        funnel_within: str = "1d",
+        by: list[str] | None = None,
+        outcome_within: str = "7d",
+        include_all: bool = False,
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> SeamsResult:
+        """Ranked failing hand-offs (see :meth:`seamline.app.Workspace.seams`)."""
+        outcomes, costly_events, channels = self.declared()
+        definition = SeamsDefinition(
+            within=parse_duration(within), costly_channels=channels,
+            costly_events=costly_events, outcome_events=outcomes,
+            outcome_within=parse_duration(outcome_within, "outcome_within"),
+            min_people=min_people, include_all=include_all,
+        )  # fmt: skip
+        table = self._rows(sequence_query(DateRange(start, end), False, "channel",
+                                          dialect=self.engine.dialect))  # fmt: skip
+        funnels = {}
+        for field_name in (by or ("app_version", "os_name", "source")) if funnel else ():
+            funnels[field_name] = self.funnel(funnel or [], funnel_within, field_name,
+                                              start=start, end=end).to_dict()  # fmt: skip
+        return run_seams(table, definition, as_of=end or utcnow(), funnels=funnels)
+
+    def paths(
+        self,
+        event: str,
+        steps: int = 3,
+        direction: Literal["after", "before"] = "after",
+        top: int = 10,
+        collapse_repeats: bool = False,
+        *,
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> PathResult:
+        """Top paths after (or before) each person's first ``event``."""
+        definition = PathDefinition(event, steps, direction, top, collapse_repeats,
+                                    DateRange(start, end))  # fmt: skip
+        table = self._rows(sequence_query(definition.dates, False, "channel",
+                                          dialect=self.engine.dialect))  # fmt: skip
+        return run_paths(table, definition)
+
+    def retention(
+        self,
+        start_event: str | None = None,
+        return_event: str | None = None,
+        period: str = "week",
+        periods: int = 8,
+        *,
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> RetentionResult:
+        """Cohorts by the period of each person's first ``start_event``, returns per offset."""
+        definition = RetentionDefinition(start_event or None, return_event or None,
+                                         check_period(period), periods,
+                                         DateRange(start, end))  # fmt: skip
+        table = self._rows(retention_query(definition.start_event, definition.return_event,
+                                           definition.dates,
+                                           dialect=self.engine.dialect))  # fmt: skip
+        return run_retention(table, definition, as_of=end or utcnow())
+
+    def outcomes(
+        self,
+        period: str = "week",
+        outcome: str | list[str] | None = None,
+        *,
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> OutcomeResult:
+        """Per period: outcome rate, time to outcome, costly contacts and containment."""
+        declared, costly_events, costly_channels = self.declared()
+        definition = OutcomeDefinition.build(declared, costly_events, costly_channels, outcome,
+                                             period, DateRange(start, end))  # fmt: skip
+        table = self._rows(outcome_query(
+            definition.outcomes, definition.costly_events, definition.costly_channels,
+            definition.dates, dialect=self.engine.dialect,
+        ))  # fmt: skip
+        return run_outcomes(table, definition)

@@ -1,0 +1,104 @@
+"""The fast batch rebuild (integer codes + SciPy components) against the recursive-SQL
+reference, and the bulk world loader the benchmarks use."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import seamline
+from seamline.demo.bulk import SOURCES, generate, person_ids
+from seamline.identity import ID_TYPES
+from seamline.identity.identifiers import normalise
+from seamline.store import Store
+from seamline.store import identity as reference
+from seamline.store.bulk import load_world
+from seamline.store.identity_rebuild import rebuild
+from tests.test_identity import ev, journey, load
+
+KIOSK = {"device": {"id": "kiosk"}}
+
+
+def both(ws: seamline.Workspace) -> tuple[dict[str, Any], dict[str, Any]]:
+    def phone(value: str) -> str | None:
+        return normalise("phone", value, ws.rules)
+
+    priority = {t: i for i, t in enumerate(ID_TYPES)}
+    with ws.store.cursor() as cur:
+        fast = rebuild(cur, ws.rules.blocked_list(), phone)
+        slow = reference.rebuild(cur, ws.rules.blocked_list(), phone, priority)
+    for example in slow["examples"]:  # list(DISTINCT ...) in SQL has no order
+        example["persons"] = sorted(example["persons"])
+    return fast, slow
+
+
+def test_same_report_as_the_sql_rebuild_with_guardrails(data_dir: Path) -> None:
+    with seamline.Workspace(data_dir, seamline.settings.Settings(phone_region="GB")) as ws:
+        load(ws, journey())
+        load(ws, {"android": [
+            ev("identify", 0, userId="alice", anonymousId="ipad", context=KIOSK),
+            ev("identify", 5, userId="bob", anonymousId="ipad", context=KIOSK),
+            ev("track", 6, event="Browse", anonymousId="ipad"),
+            ev("track", 7, event="A", userId="carol", anonymousId="undefined"),
+            ev("track", 8, event="B", userId=" dave ", anonymousId="00000000-0000"),
+            ev("identify", 9, userId="erin", traits={"email": "family@x.example"}),
+            ev("identify", 10, userId="frank", traits={"email": " FAMILY@x.example"}),
+            ev("alias", 11, userId="erin", previousId="old-anon"),
+            ev("alias", 12, userId="frank", previousId="erin"),
+            ev("track", 13, event="C", anonymousId="'NULL'"),
+        ]})  # fmt: skip
+        fast, slow = both(ws)
+        assert fast == slow
+        assert fast["hubs"] >= 3 and fast["components_with_several_user_ids"] == 0
+        assert fast["identifiers"] > 10 and fast["agrees"]
+
+
+@st.composite
+def links(draw: st.DrawFn) -> list[dict[str, Any]]:
+    """Events that share identifiers at random: hubs, conflicts and merges all happen."""
+    events = []
+    for n in range(draw(st.integers(1, 25))):
+        event: dict[str, Any] = {"type": "track", "event": "E", "messageId": f"m{n}",
+                                 "timestamp": "2026-11-01T10:00:00Z",
+                                 "anonymousId": f"a{draw(st.integers(0, 6))}"}  # fmt: skip
+        if draw(st.booleans()):
+            event["userId"] = f"u{draw(st.integers(0, 3))}"
+        if draw(st.booleans()):
+            event["context"] = {"device": {"id": f"d{draw(st.integers(0, 3))}"},
+                                "traits": {"email": f"e{draw(st.integers(0, 2))}@x.example"}}
+        events.append(event)
+    return events
+
+
+@settings(max_examples=20, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
+@given(events=links())
+def test_same_report_as_the_sql_rebuild_for_random_graphs(
+    tmp_path_factory: Any, events: list[dict[str, Any]]
+) -> None:
+    with seamline.open(tmp_path_factory.mktemp("graph")) as ws:
+        ws.add_source("app", "mobile")
+        ws.import_events("app", events)
+        fast, slow = both(ws)
+        assert fast == slow
+
+
+def test_bulk_world_loads_with_a_person_map_the_rebuild_agrees_with(tmp_path: Path) -> None:
+    world = generate(20_000, seed=3)
+    assert world.table.num_rows > 15_000
+    store = Store.open(tmp_path / "ws")
+    try:
+        stored = load_world(store, world.table.drop_columns(["component"]),
+                            person_ids(world.table), SOURCES)  # fmt: skip
+        assert stored == world.table.num_rows
+    finally:
+        store.close()
+    with seamline.open(tmp_path / "ws") as ws:
+        report = ws.rebuild_identity()
+        assert report["agrees"] and report["not_in_incremental"] == 0
+        assert report["components"] == ws.stats()["persons"] == len(set(world.person_of_event))
+        funnel = ws.funnel(["App Opened", "Product Viewed"], "1d").to_dict()
+        assert funnel["steps"][0]["people"] > funnel["steps"][1]["people"] > 0

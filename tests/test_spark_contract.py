@@ -1,0 +1,191 @@
+"""The contract suite: the same definitions on DuckDB (the workspace) and on Spark
+``local[2]`` (the workspace exported to a Parquet lake) give identical answers.
+
+One SparkSession for the module; a small demo workspace plus hand-written identity
+cases (a shared device, an alias) built once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+from rich.console import Console
+
+import seamline
+from seamline.demo import build_demo, write_demo_settings
+from seamline.identity import ID_TYPES
+from seamline.identity.identifiers import normalise
+from seamline.settings import Settings
+from seamline.store import identity as identity_tables
+from tests.conftest import run_cli
+
+pytest.importorskip("pyspark")
+from seamline.store.spark import default_config, session
+
+END = datetime(2026, 11, 20)
+
+
+def identity_cases() -> list[dict[str, Any]]:
+    """A device shared by two user ids (a hub), an alias, email and phone links."""
+    at = "2026-11-10T10:00:0{}Z"
+    return [
+        {"type": "track", "event": "App Opened", "userId": "hub-a", "messageId": "h1",
+         "context": {"device": {"id": "kiosk-1"}}, "timestamp": at.format(1)},
+        {"type": "track", "event": "App Opened", "userId": "hub-b", "messageId": "h2",
+         "context": {"device": {"id": "kiosk-1"}}, "timestamp": at.format(2)},
+        {"type": "identify", "anonymousId": "anon-x", "messageId": "h3",
+         "traits": {"email": " Ana@Example.com", "phone": "(415) 555-2671"},
+         "timestamp": at.format(3)},
+        {"type": "identify", "userId": "ana", "messageId": "h4",
+         "traits": {"email": "ana@example.com"}, "timestamp": at.format(4)},
+        {"type": "alias", "userId": "ana", "previousId": "anon-old", "messageId": "h5",
+         "timestamp": at.format(5)},
+        {"type": "track", "event": "Order Completed", "anonymousId": "anon-old",
+         "messageId": "h6", "timestamp": at.format(6)},
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("contract")
+    data, lake = root / "ws", root / "lake"
+    write_demo_settings(data)
+    with seamline.open(data) as ws:
+        build_demo(ws, people=80, seed=11, console=Console(quiet=True), now=END)
+        ws.import_events("android-app", identity_cases())
+        ws.lake_export(lake)
+    return data, lake
+
+
+@pytest.fixture(scope="module")
+def spark() -> Iterator[Any]:
+    spark = session("local[2]", default_config(partitions=2))
+    yield spark
+    spark.stop()
+
+
+@pytest.fixture(scope="module")
+def duck(built: tuple[Path, Path]) -> Iterator[seamline.Workspace]:
+    with seamline.open(built[0]) as ws:
+        yield ws
+
+
+@pytest.fixture(scope="module")
+def lake(built: tuple[Path, Path], spark: Any) -> Iterator[seamline.LakeWorkspace]:
+    with seamline.open_lake(built[1], spark=spark, settings=Settings.load(built[0])) as lw:
+        yield lw
+
+
+ANALYSES = {
+    "funnel_breakdown_exclusion": lambda w: w.funnel(
+        ["App Opened", "Login Succeeded", "Payment Started", "Payment Succeeded"], "7d",
+        "app_version", exclude=["Login Failed"], end=END),
+    "funnel_by_source_filtered": lambda w: w.funnel(
+        ["Home[channel=mobile]", "Payments"], "1d", "source", end=END),
+    "funnel_json_property": lambda w: w.funnel(
+        ["Login Succeeded[properties.method=password]", "Payment Succeeded"], "2d",
+        "context.os.name", end=END),
+    "journeys": lambda w: w.journeys(end=END),
+    "journeys_by_unit": lambda w: w.journeys(lane="unit", min_people=2, end=END),
+    "paths": lambda w: w.paths("App Opened", steps=3, end=END),
+    "paths_before": lambda w: w.paths("Call Started", direction="before", end=END),
+    "retention": lambda w: w.retention(period="day", periods=5, end=END),
+    "outcomes": lambda w: w.outcomes(end=END),
+    "seams": lambda w: w.seams(min_people=3, include_all=True, end=END),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("analysis", list(ANALYSES))
+def test_same_answers_on_duckdb_and_spark(analysis: str, duck: seamline.Workspace,
+                                          lake: seamline.LakeWorkspace) -> None:  # fmt: skip
+    expected = ANALYSES[analysis](duck).to_dict()
+    got = ANALYSES[analysis](lake).to_dict()
+    assert got == expected
+    # and not trivially: every analysis found something in the workspace
+    assert any(value for value in expected.values() if isinstance(value, list | dict))
+
+
+def test_identity_rebuild_gives_the_same_person_map(duck: seamline.Workspace,
+                                                    lake: seamline.LakeWorkspace,
+                                                    tmp_path: Path) -> None:  # fmt: skip
+    rules = duck.rules
+    with duck.store.cursor() as cur:
+        expected = identity_tables.rebuild(
+            cur, rules.blocked_list(), lambda v: normalise("phone", v, rules),
+            {t: rank for rank, t in enumerate(ID_TYPES)},
+        )  # fmt: skip
+        duck_map = dict(cur.execute("SELECT node, comp FROM _cc").fetchall())
+    got = lake.rebuild_identity(write_to=tmp_path / "person_map")
+    spark_map = pq.read_table(tmp_path / "person_map").to_pydict()
+    assert dict(zip(spark_map["node"], spark_map["comp"], strict=True)) == duck_map
+    assert got.pop("person_map") == str(tmp_path / "person_map")
+    for report in (got, expected):
+        for example in report["examples"]:
+            example["persons"] = sorted(example["persons"])
+    assert got == expected
+    assert got["hubs"] == 1  # kiosk-1 links nobody
+    assert duck_map["email:ana@example.com"] == duck_map["user_id:ana"]
+    assert duck_map["anonymous_id:anon-old"] == duck_map["user_id:ana"]
+    assert duck_map["user_id:hub-a"] != duck_map["user_id:hub-b"]
+
+
+def test_two_collectors_publish_one_lake_without_duplicates(tmp_path: Path, spark: Any) -> None:
+    lake_dir = tmp_path / "lake"
+    first = [{"type": "track", "event": "Opened", "userId": f"u{i % 5}", "messageId": f"m{i}",
+              "timestamp": f"2026-11-0{1 + i % 3}T10:00:{i:02d}Z"} for i in range(30)]  # fmt: skip
+    # the second collector got 10 of the same messages again (a retried batch) and 5 new ones
+    second = first[20:] + [dict(e, messageId=f"n{i}") for i, e in enumerate(first[:5])]
+    for name, batch in (("a", first), ("b", second)):
+        with seamline.open(tmp_path / name) as ws:
+            ws.add_source("app", "mobile")
+            ws.import_events("app", batch)
+            ws.lake_export(lake_dir)
+    with seamline.open_lake(lake_dir, spark=spark) as lw:
+        rows = lw.engine.query_arrow(
+            "SELECT count(*) AS n, count(DISTINCT source, message_id) AS d, "
+            "count(DISTINCT collector) AS c FROM events_resolved").to_pylist()  # fmt: skip
+        assert rows == [{"n": 35, "d": 35, "c": 2}]
+        # person ids derive from the first identifier, so both collectors name u0..u4 alike
+        edges = lw.journeys(end=END).to_dict()["edges"]
+    assert [(e["from"], e["to"], e["people"], e["transitions"]) for e in edges] == [
+        ("Opened", "Opened", 5, 30)]  # fmt: skip
+
+
+def test_missing_pyspark_names_the_extra(built: tuple[Path, Path], tmp_path: Path) -> None:
+    shim = tmp_path / "shim" / "pyspark"
+    shim.mkdir(parents=True)
+    (shim / "__init__.py").write_text("raise ImportError('No module named pyspark')\n")
+    paths = [str(tmp_path / "shim"), str(Path(__file__).parent.parent)]
+    env = {"PYTHONPATH": os.pathsep.join([*paths, os.environ.get("PYTHONPATH", "")])}
+    result = run_cli(built[0], "funnel", "App Opened", "--engine", "spark", "--lake",
+                     str(built[1]), check=False, env=env)  # fmt: skip
+    assert result.returncode == 1
+    assert "pip install 'seamline[spark]'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_engine_options_are_checked(built: tuple[Path, Path]) -> None:
+    result = run_cli(built[0], "journeys", "--engine", "spark", check=False)
+    assert result.returncode == 1 and "--lake DIR" in result.stderr
+    result = run_cli(built[0], "journeys", "--lake", str(built[1]), check=False)
+    assert result.returncode == 1 and "--engine spark" in result.stderr
+    result = run_cli(built[0], "journeys", "--engine", "spark", "--lake",
+                     str(built[0] / "nowhere"), check=False)  # fmt: skip
+    assert result.returncode == 1 and "no such directory" in result.stderr
+
+
+def test_cli_runs_on_spark_like_the_python_api(built: tuple[Path, Path],
+                                              duck: seamline.Workspace) -> None:  # fmt: skip
+    got = run_cli(built[0], "funnel", "App Opened", "Payment Started", "--within", "1d",
+                  "--by", "channel", "--to", "2026-11-20", "--engine", "spark", "--lake",
+                  str(built[1]), "--spark-master", "local[1]")  # fmt: skip
+    expected = duck.funnel(["App Opened", "Payment Started"], "1d", "channel", end=END)
+    assert got == json.loads(json.dumps(expected.to_dict(), default=str))
+    assert got["steps"][0]["people"] > 0
