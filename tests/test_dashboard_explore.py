@@ -8,6 +8,7 @@ and against the JSON API (the same Workspace.paths / Workspace.retention calls).
 Screenshots: tests/artifacts/dashboard-paths*.png, dashboard-retention*.png.
 """
 
+# ruff: noqa: F811 - the imported fixtures below are used as test parameters, as pytest does
 from __future__ import annotations
 
 import re
@@ -17,57 +18,23 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import Server, run_cli
-from playwright.sync_api import Browser, expect, sync_playwright
-from test_dashboard import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
+from conftest import Server
+from playwright.sync_api import Browser, expect
+
+# the same module-scoped workspaces and browser as tests/test_dashboard.py (one per module)
+from test_dashboard import (  # noqa: F401
     STEPS,
     Served,
     Tab,
     _events,
     assert_accessible,
     assert_chart,
+    browser,
+    demo,
     open_tab,
     signed_in_client,
+    small,
 )
-
-
-# -- fixtures: the same workspaces as tests/test_dashboard.py ---------------------------------
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM),
-                                              args=CHROMIUM_ARGS, headless=True)  # fmt: skip
-        yield chromium
-        chromium.close()
-
-
-@pytest.fixture(scope="module")
-def small(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    server = Server(tmp_path_factory.mktemp("small") / "workspace").start()
-    try:
-        key = server.add_source("app", "mobile", "retail")
-        web_key = server.add_source("site", "web")
-        answer = httpx.post(server.url + "/v1/batch", auth=(key, ""), json={"batch": _events()})
-        assert answer.status_code == 200, answer.text
-        visit = {"type": "page", "name": "Pricing", "userId": "u1", "messageId": "web-1"}
-        assert httpx.post(server.url + "/v1/page", auth=(web_key, ""), json=visit).is_success
-        yield Served(server, server.cli("tokens", "add", "reader", "--scope", "read")["token"],
-                     server.admin_token(), key)  # fmt: skip
-    finally:
-        server.stop()
-
-
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    data = tmp_path_factory.mktemp("demo") / "workspace"
-    built = run_cli(data, "demo", "--no-serve", "--people", "100")
-    server = Server(data).start()
-    try:
-        yield Served(server, built["read_token"], server.admin_token())
-    finally:
-        server.stop()
 
 
 def sign_in(tab: Tab, token: str) -> None:
