@@ -2,7 +2,10 @@
 
 Over the bench world (``bench/world.py``: ~10M events, ~1.7M persons by default), each
 measurement in its own process (time of the call itself, imports and loading excluded;
-memory = that process's peak RSS from ``ru_maxrss``):
+memory = that process's peak RSS from ``ru_maxrss``). Seamline's load is its sequence
+snapshot (``Workspace.prepare()``: every event sorted by person and time into integer
+arrays, once per data version), timed apart as ``load_seconds`` like chdb's MergeTree load;
+``--sql`` measures the SQL path instead (no snapshot: each analysis sorts in DuckDB):
 
 - **funnel**: seamline's 5-step funnel (1 day window) by ``app_version`` (first touch) vs
   ClickHouse ``windowFunnel`` via chdb over the same events, loaded first into a MergeTree
@@ -51,12 +54,25 @@ def _timed(fn: Any) -> tuple[float, Any]:
 
 
 # -- seamline ------------------------------------------------------------------------------
+def _prepare(ws: Any) -> dict[str, Any]:
+    """Build the sequence snapshot first and report it apart (as chdb's load_seconds): the
+    query time is then the analysis alone. ``--sql`` runs the SQL path instead."""
+    if os.environ.get("BENCH_SQL_PATH"):
+        ws.snapshots.enabled = False
+        return {"path": "sql"}
+    info = ws.prepare()
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"path": "snapshot", "load_seconds": info["build_seconds"],
+            "snapshot_mib": info["bytes"] / 2**20, "rss_after_load_mib": rss}  # fmt: skip
+
+
 def work_seamline_funnel(data: Path, _: dict[str, Any]) -> dict[str, Any]:
     import seamline
 
     with seamline.open(data / "workspace") as ws:
+        snapshot = _prepare(ws)
         seconds, result = _timed(lambda: ws.funnel(list(FUNNEL), "1d", "app_version").to_dict())
-    return {"seconds": seconds, "people": [s["people"] for s in result["steps"]],
+    return {"seconds": seconds, **snapshot, "people": [s["people"] for s in result["steps"]],
             "breakdown": {k: [s["people"] for s in v] for k, v in result["breakdown"].items()}}
 
 
@@ -64,20 +80,24 @@ def work_seamline_journeys(data: Path, _: dict[str, Any]) -> dict[str, Any]:
     import seamline
 
     with seamline.open(data / "workspace") as ws:
+        snapshot = _prepare(ws)
         seconds, result = _timed(lambda: ws.journeys().to_dict())
     top = result["edges"][0]
-    return {"seconds": seconds, "edges": len(result["edges"]),
+    return {"seconds": seconds, **snapshot, "edges": len(result["edges"]),
             "top_edge": {k: top[k] for k in ("from", "to", "people", "transitions",
                                              "median_seconds")}}  # fmt: skip
 
 
 def work_seamline_seams(data: Path, _: dict[str, Any]) -> dict[str, Any]:
+    import scipy.stats  # noqa: F401  # imports are excluded: seams imports it on first use
+
     import seamline
 
     with seamline.open(data / "workspace") as ws:
+        snapshot = _prepare(ws)
         seconds, result = _timed(lambda: ws.seams("2h").to_dict())
     first = result["seams"][0] if result["seams"] else {}
-    return {"seconds": seconds, "seams": len(result["seams"]),
+    return {"seconds": seconds, **snapshot, "seams": len(result["seams"]),
             "candidates": result["candidates"],
             "first": {k: first.get(k) for k in ("kind", "from", "to", "people", "rate",
                                                  "baseline_rate")}}  # fmt: skip
@@ -226,6 +246,8 @@ def main() -> None:
     parser.add_argument("--only", action="append", default=[], choices=list(WORKERS))
     parser.add_argument("--pm4py-sample", type=float, default=1.0,
                         help="share of persons pm4py gets (its time is then scaled up)")
+    parser.add_argument("--sql", action="store_true",
+                        help="seamline's SQL path (no sequence snapshot), as before")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
     parser.add_argument("--options", default="{}", help=argparse.SUPPRESS)
@@ -235,6 +257,8 @@ def main() -> None:
         result["rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(json.dumps(result, default=str))
         return
+    if args.sql:
+        os.environ["BENCH_SQL_PATH"] = "1"  # inherited by the worker processes
     data, info = ensure_world(args.events, args.seed)
     print(f"world: {info['events']:,} events, {info['persons']:,} persons ({data})")
     results: dict[str, Any] = {}
@@ -253,9 +277,11 @@ def main() -> None:
         ratio = mine["seconds"] / peer_seconds
         checks.append({"ours": ours, "peer": peer, "ratio": ratio, "target": target,
                        "pass": ratio <= target})  # fmt: skip
-    print("\n| measurement | seconds | peak RSS (MiB) |\n|---|---:|---:|")
+    print("\n| measurement | query seconds | load seconds | peak RSS (MiB) |"
+          "\n|---|---:|---:|---:|")  # fmt: skip
     for name, r in results.items():
         print(f"| {name} | {r.get('seconds', float('nan')):.2f} | "
+              f"{r.get('load_seconds', float('nan')):.2f} | "
               f"{r.get('rss_mib', float('nan')):.0f} |")  # fmt: skip
     print()
     for c in checks:

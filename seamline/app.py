@@ -21,6 +21,7 @@ from seamline.analytics.metrics import MetricsScoreResult, score_metrics
 from seamline.analytics.result import OutcomeResult, PathResult, RetentionResult
 from seamline.analytics.runner import Analyses
 from seamline.analytics.seams import SeamsResult
+from seamline.analytics.snapshot import SnapshotHolder
 from seamline.collect import Collector
 from seamline.errors import BadRequest, NotFound, did_you_mean
 from seamline.events.timestamps import utcnow
@@ -33,6 +34,7 @@ from seamline.store import accounts as account_tables
 from seamline.store import identity as identity_tables
 from seamline.store import lake as lake_files
 from seamline.store import moments as moment_tables
+from seamline.store.sequence_fetch import fetch_sequences
 
 log = logging.getLogger("seamline")
 
@@ -55,13 +57,17 @@ class Workspace:
             )
         except ValueError as exc:
             raise BadRequest(str(exc), code="invalid_setting") from None
-        self.store = Store.open(self.data_dir)
+        self.store = Store.open(self.data_dir, self.rules)
         # the analyses run on the store's engine (a LakeWorkspace runs the same on Spark)
         # queries run through SharedRows: analyses of one data version share their scans
         rows = SharedRows(self.store, lambda: self.writer.data_version,
                           self.settings.result_cache_rows_mb * 2**20,
                           self.settings.result_cache_seconds)  # fmt: skip
-        self.analyses = Analyses(rows, self.settings)
+        # ...and what the sorted sequence snapshot can answer comes from it (one per version)
+        self.snapshots = SnapshotHolder(lambda columns: fetch_sequences(self.store, columns),
+                                        lambda: self.writer.data_version,
+                                        enabled=bool(self.settings.analytics_snapshot))  # fmt: skip
+        self.analyses = Analyses(rows, self.settings, self.snapshots)
         if self.settings.checkpoint_threshold:
             self.store.set_checkpoint_threshold(self.settings.checkpoint_threshold)
         self.writer = Writer(
@@ -81,7 +87,7 @@ class Workspace:
             self.store.close()
             raise
         self._closed = False
-        self._stoppers: list[Callable[[], None]] = []
+        self._stoppers: list[Callable[[], None]] = [self.collector.close]
         self.results = ResultCache(self.settings.result_cache_entries,
                                    self.settings.result_cache_seconds)  # fmt: skip
 
@@ -180,7 +186,7 @@ class Workspace:
         return result.to_dict()
 
     def stats(self) -> dict[str, Any]:
-        return self.store.stats()
+        return self.collector.add_rate_limited(self.store.stats())
 
     def failed_events(self, limit: int = 100) -> list[dict[str, Any]]:
         return self.store.failed_events(limit)
@@ -302,17 +308,12 @@ class Workspace:
 
     def rebuild_identity(self) -> dict[str, Any]:
         """Recompute persons from every stored identifier (connected components) and compare."""
-        from seamline.identity.identifiers import normalise
-
-        def phone(value: str) -> str | None:
-            return normalise("phone", value, self.rules)
-
         # integer-coded identifiers and SciPy components; identity_tables.rebuild (recursive
         # SQL) is the reference implementation it is tested against
         from seamline.store.identity_rebuild import rebuild
 
         with self.store.cursor() as cur:
-            return rebuild(cur, self.rules.blocked_list(), phone)
+            return rebuild(cur, self.rules.blocked_list())
 
     def forget(self, identifier: str) -> dict[str, Any]:
         """Delete a person's events, identities and derived rows; suppress their identifiers."""
@@ -501,6 +502,16 @@ class Workspace:
     # -- cached analyses (dashboard, JSON API) ------------------------------------------
     CACHEABLE = ("stats", "event_names", "funnel", "journeys", "seams", "paths", "retention",
                  "outcomes", "metrics_score")  # fmt: skip
+
+    def prepare(self) -> dict[str, Any]:
+        """Build the sorted sequence snapshot of the current data version now (analyses
+        otherwise build it on first use). Returns its size and build time."""
+        snap = self.snapshots.get()
+        if snap is None:
+            return {"enabled": False}
+        return {"enabled": True, "version": snap.version, "rows": len(snap),
+                "persons": len(snap.person_ids), "bytes": snap.nbytes,
+                "build_seconds": snap.build_seconds}  # fmt: skip
 
     @property
     def data_version(self) -> int:

@@ -33,7 +33,7 @@ from seamline import __version__
 from seamline.app import CHANNELS, DEFAULT_DATA_DIR, Workspace
 from seamline.cli_engine import engine_options, open_engine
 from seamline.client import RemoteWorkspace, connect, running_server
-from seamline.errors import SeamlineError
+from seamline.errors import BadRequest, SeamlineError
 
 F = TypeVar("F", bound=Callable[..., Any])
 err = Console(stderr=True)
@@ -88,6 +88,37 @@ pass_ctx = click.make_pass_decorator(Context)
 
 def _open(ctx: Context) -> Workspace | RemoteWorkspace:
     return connect(ctx.data)
+
+
+def act(ctx: Context, call: Callable[[Any], Any], said: Callable[[Any], str]) -> None:
+    """Run ``call(workspace)`` and say one line about its result on stderr (--json: the
+    result on stdout). The shape of every one-action command."""
+    with _open(ctx) as ws:
+        result = call(ws)
+    ctx.emit(result, lambda: err.print(said(result), highlight=False))
+
+
+def show_table(ctx: Context, call: Callable[[Any], list[dict[str, Any]]],
+               headers: tuple[str, ...], row: Callable[[dict[str, Any]], list[str]]) -> None:
+    """Run ``call(workspace)`` and print its items as a table, one ``row(item)`` each."""
+    with _open(ctx) as ws:
+        result = call(ws)
+
+    def human() -> None:
+        table = Table(*headers)
+        for item in result:
+            table.add_row(*row(item))
+        out.print(table)
+
+    ctx.emit(result, human)
+
+
+def read_text(file: Path) -> str:
+    """A text file named on the command line, or a clear error."""
+    try:
+        return file.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"Cannot read {file}: {exc}", code="unreadable_file") from None
 
 
 def _analytics(ctx: Context, engine: str, lake: str | None, spark_master: str | None) -> Any:
@@ -184,16 +215,8 @@ def sources_add(ctx: Context, name: str, channel: str, unit: str | None) -> None
 @handle_errors
 def sources_list(ctx: Context) -> None:
     """List sources with their channel, unit and write key."""
-    with _open(ctx) as ws:
-        result = ws.sources()
-
-    def human() -> None:
-        table = Table("name", "channel", "unit", "write key")
-        for s in result:
-            table.add_row(s["name"], s["channel"], s["unit"] or "", s["write_key"])
-        out.print(table)
-
-    ctx.emit(result, human)
+    show_table(ctx, lambda ws: ws.sources(), ("name", "channel", "unit", "write key"),
+               lambda s: [s["name"], s["channel"], s["unit"] or "", s["write_key"]])
 
 
 @main.group()
@@ -229,16 +252,8 @@ def tokens_revoke(ctx: Context, name: str) -> None:
 @handle_errors
 def tokens_list(ctx: Context) -> None:
     """List API tokens (never their secrets)."""
-    with _open(ctx) as ws:
-        result = ws.tokens()
-
-    def human() -> None:
-        table = Table("name", "scope", "hint", "created", "revoked")
-        for t in result:
-            table.add_row(t["name"], t["scope"], t["hint"], t["created_at"], str(t["revoked"]))
-        out.print(table)
-
-    ctx.emit(result, human)
+    show_table(ctx, lambda ws: ws.tokens(), ("name", "scope", "hint", "created", "revoked"),
+               lambda t: [t["name"], t["scope"], t["hint"], t["created_at"], str(t["revoked"])])
 
 
 # -- data ------------------------------------------------------------------------------
@@ -312,6 +327,7 @@ def stats(ctx: Context) -> None:
             f"events {result['events']}  persons {result['persons']}  "
             f"failed {result['failed_events']}  dropped (unknown key) "
             f"{result['dropped_unknown_key']}  dropped (suppressed) {result['dropped_suppressed']}"
+            f"  rate limited (429) {result.get('rate_limited', 0)}"
         )
         table = Table("source", "channel", "unit", "events", "failed", "last received")
         for s in result["sources"]:

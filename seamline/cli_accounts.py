@@ -45,18 +45,11 @@ def accounts_invite(ctx: cli.Context, email: str, role: str, name: str | None) -
 @cli.handle_errors
 def accounts_list(ctx: cli.Context) -> None:
     """Accounts with their role, status and last sign-in."""
-    with cli._open(ctx) as ws:
-        result = ws.list_accounts()
-
-    def human() -> None:
-        table = Table("email", "name", "role", "status", "last sign-in")
-        for a in result:
-            status = a["status"] + (" (locked)" if a.get("locked_until") else "")
-            table.add_row(a["email"], a["name"] or "", a["role"], status,
-                          (a["last_sign_in_at"] or "never")[:19])  # fmt: skip
-        cli.out.print(table)
-
-    ctx.emit(result, human)
+    cli.show_table(ctx, lambda ws: ws.list_accounts(),
+                   ("email", "name", "role", "status", "last sign-in"),
+                   lambda a: [a["email"], a["name"] or "", a["role"],
+                              a["status"] + (" (locked)" if a.get("locked_until") else ""),
+                              (a["last_sign_in_at"] or "never")[:19]])  # fmt: skip
 
 
 @accounts.command("disable")
@@ -65,9 +58,7 @@ def accounts_list(ctx: cli.Context) -> None:
 @cli.handle_errors
 def accounts_disable(ctx: cli.Context, email: str) -> None:
     """Disable an account; its dashboard sessions end at their next request."""
-    with cli._open(ctx) as ws:
-        result = ws.disable_account(email)
-    ctx.emit(result, lambda: cli.err.print(f"{result['email']} disabled", highlight=False))
+    cli.act(ctx, lambda ws: ws.disable_account(email), lambda r: f"{r['email']} disabled")
 
 
 @accounts.command("role")
@@ -77,10 +68,8 @@ def accounts_disable(ctx: cli.Context, email: str) -> None:
 @cli.handle_errors
 def accounts_role(ctx: cli.Context, email: str, role: str) -> None:
     """Change an account's role (applies to its open sessions at once)."""
-    with cli._open(ctx) as ws:
-        result = ws.set_account_role(email, role)
-    ctx.emit(result, lambda: cli.err.print(
-        f"{result['email']}: {result['previous_role']} -> {result['role']}", highlight=False))
+    cli.act(ctx, lambda ws: ws.set_account_role(email, role),
+            lambda r: f"{r['email']}: {r['previous_role']} -> {r['role']}")
 
 
 @accounts.command("audit")

@@ -12,7 +12,6 @@ import click
 from rich.table import Table
 
 from seamline import cli
-from seamline.errors import BadRequest
 
 pass_ctx = click.make_pass_decorator(cli.Context)
 
@@ -28,14 +27,13 @@ def moments() -> None:
 @cli.handle_errors
 def moments_add(ctx: cli.Context, file: Path) -> None:
     """Save the rule in FILE (YAML or JSON); a rule with the same name is replaced."""
-    try:
-        text = file.read_text()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"Cannot read {file}: {exc}", code="unreadable_file") from None
-    with cli._open(ctx) as ws:
-        result = ws.add_moment(text)
-    verb = "added" if result["created"] else f"replaced (version {result['version']})"
-    ctx.emit(result, lambda: cli.err.print(f"moment '{result['name']}' {verb}", highlight=False))
+    text = cli.read_text(file)
+
+    def said(result: dict[str, Any]) -> str:
+        verb = "added" if result["created"] else f"replaced (version {result['version']})"
+        return f"moment '{result['name']}' {verb}"
+
+    cli.act(ctx, lambda ws: ws.add_moment(text), said)
 
 
 @moments.command("list")
@@ -63,9 +61,7 @@ def moments_list(ctx: cli.Context) -> None:
 @cli.handle_errors
 def moments_disable(ctx: cli.Context, name: str) -> None:
     """Stop a rule; its open moments are cancelled when they come due."""
-    with cli._open(ctx) as ws:
-        result = ws.disable_moment(name)
-    ctx.emit(result, lambda: cli.err.print(f"moment '{name}' disabled", highlight=False))
+    cli.act(ctx, lambda ws: ws.disable_moment(name), lambda _: f"moment '{name}' disabled")
 
 
 @moments.command("enable")
@@ -74,9 +70,7 @@ def moments_disable(ctx: cli.Context, name: str) -> None:
 @cli.handle_errors
 def moments_enable(ctx: cli.Context, name: str) -> None:
     """Start a disabled rule again."""
-    with cli._open(ctx) as ws:
-        result = ws.enable_moment(name)
-    ctx.emit(result, lambda: cli.err.print(f"moment '{name}' enabled", highlight=False))
+    cli.act(ctx, lambda ws: ws.enable_moment(name), lambda _: f"moment '{name}' enabled")
 
 
 @moments.command("test")
@@ -122,14 +116,8 @@ def moments_places() -> None:
 @cli.handle_errors
 def places_add(ctx: cli.Context, file: Path) -> None:
     """Save the places in FILE (YAML or JSON: places: [{name, lat, lon, radius, beacons}])."""
-    try:
-        text = file.read_text()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"Cannot read {file}: {exc}", code="unreadable_file") from None
-    with cli._open(ctx) as ws:
-        result = ws.add_places(text)
-    ctx.emit(result, lambda: cli.err.print(f"saved {', '.join(result['saved'])}",
-                                           highlight=False))  # fmt: skip
+    text = cli.read_text(file)
+    cli.act(ctx, lambda ws: ws.add_places(text), lambda r: f"saved {', '.join(r['saved'])}")
 
 
 @moments_places.command("list")
@@ -137,17 +125,10 @@ def places_add(ctx: cli.Context, file: Path) -> None:
 @cli.handle_errors
 def places_list(ctx: cli.Context) -> None:
     """The workspace's places."""
-    with cli._open(ctx) as ws:
-        result = ws.list_places()
-
-    def human() -> None:
-        table = Table("name", "lat", "lon", "radius m", "beacons")
-        for p in result:
-            table.add_row(p["name"], str(p["lat"]), str(p["lon"]), f"{p['radius']:g}",
-                          ", ".join(p["beacons"]))  # fmt: skip
-        cli.out.print(table)
-
-    ctx.emit(result, human)
+    cli.show_table(ctx, lambda ws: ws.list_places(),
+                   ("name", "lat", "lon", "radius m", "beacons"),
+                   lambda p: [p["name"], str(p["lat"]), str(p["lon"]), f"{p['radius']:g}",
+                              ", ".join(p["beacons"])])  # fmt: skip
 
 
 @moments_places.command("remove")
@@ -156,9 +137,7 @@ def places_list(ctx: cli.Context) -> None:
 @cli.handle_errors
 def places_remove(ctx: cli.Context, name: str) -> None:
     """Remove a place that no rule uses."""
-    with cli._open(ctx) as ws:
-        result = ws.remove_place(name)
-    ctx.emit(result, lambda: cli.err.print(f"place '{name}' removed", highlight=False))
+    cli.act(ctx, lambda ws: ws.remove_place(name), lambda _: f"place '{name}' removed")
 
 
 @moments.command("stats")

@@ -32,9 +32,15 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_request_bytes", 500 * 1024 + 25 * 1024, "Largest request body after gunzip (500 KB + 5%)."),
     Setting("max_batch_events", 2500, "Most events accepted in one batch request."),
     Setting("queue_max_events", 200_000, "Events waiting for the writer before ingest answers 503."),
+    Setting("queue_max_wait_ms", 500,
+            "Longest expected queue wait (queued events / commit rate) before HTTP ingest answers 503."),
     Setting("group_commit_events", 5000, "Most events the writer commits in one transaction."),
     Setting("group_commit_wait_ms", 2, "How long the writer waits to fill a group before committing."),
-    Setting("retry_after_seconds", 2, "Retry-After sent with 503/429 answers."),
+    Setting("retry_after_seconds", 2, "Retry-After sent with 503 answers (a 429 says when its key may send)."),
+    Setting("ingest_rate_limit", 0,
+            "Events a second each write key may send before it gets 429 (token bucket; 0: off)."),
+    Setting("ingest_rate_burst", 0,
+            "Events a write key may send at once above its rate (0: one second's worth)."),
     Setting("skew_flag_seconds", 600, "Flag skew-corrected events whose sentAt is older than this."),
     Setting(
         "public_host", "", "Host:port the settings endpoint tells SDKs to send to (default: Host)."
@@ -108,6 +114,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("result_cache_seconds", 600, "Oldest a cached analysis result may be, even with no writes."),
     Setting("result_cache_rows_mb", 256, "Memory for sorted event rows shared between analyses (0: off)."),
     Setting("precompute_seconds", 30, "Least seconds between background recomputes of the dashboard (0: off)."),
+    Setting("analytics_snapshot", 1,
+            "Keep every event sorted in memory per data version for fast analyses (0: off)."),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -119,9 +127,12 @@ class Settings:
     max_request_bytes: int = _BY_NAME["max_request_bytes"].default
     max_batch_events: int = _BY_NAME["max_batch_events"].default
     queue_max_events: int = _BY_NAME["queue_max_events"].default
+    queue_max_wait_ms: int = _BY_NAME["queue_max_wait_ms"].default
     group_commit_events: int = _BY_NAME["group_commit_events"].default
     group_commit_wait_ms: int = _BY_NAME["group_commit_wait_ms"].default
     retry_after_seconds: int = _BY_NAME["retry_after_seconds"].default
+    ingest_rate_limit: int = _BY_NAME["ingest_rate_limit"].default
+    ingest_rate_burst: int = _BY_NAME["ingest_rate_burst"].default
     skew_flag_seconds: int = _BY_NAME["skew_flag_seconds"].default
     public_host: str = _BY_NAME["public_host"].default
     public_protocol: str = _BY_NAME["public_protocol"].default
@@ -165,6 +176,7 @@ class Settings:
     result_cache_seconds: int = _BY_NAME["result_cache_seconds"].default
     result_cache_rows_mb: int = _BY_NAME["result_cache_rows_mb"].default
     precompute_seconds: int = _BY_NAME["precompute_seconds"].default
+    analytics_snapshot: int = _BY_NAME["analytics_snapshot"].default
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @classmethod

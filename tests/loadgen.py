@@ -53,6 +53,7 @@ class SenderStats:
     unexpected: list[str] = field(default_factory=list)  # anything but 200/503/conn. error
     rejected_ids: set[str] = field(default_factory=set)  # batches given up on after a 503
     latencies: list[float] = field(default_factory=list)  # seconds, of each 200 answer
+    accepted_at: list[float] = field(default_factory=list)  # time.monotonic() each 200 was sent
     batch_sizes: dict[str, int] = field(default_factory=dict)  # batch id -> events in it
 
 
@@ -109,6 +110,11 @@ class Sender:
             thread.join(timeout)
             assert not thread.is_alive(), "a sender thread did not finish"
 
+    def acked_snapshot(self) -> set[str]:
+        """The messageIds acknowledged so far (a copy, safe while the threads run)."""
+        with self._lock:
+            return set(self.stats.acked_ids)
+
     def _record(self, key: str) -> None:
         with self._lock:
             self.stats.statuses[key] += 1
@@ -161,6 +167,7 @@ class Sender:
                 if attempt:
                     self.stats.resent_batches.add(batch_id)
             attempt += 1
+            sent_at = time.monotonic()
             try:
                 response = client.post(
                     self.url + "/v1/batch", json={"batch": events}, headers=headers
@@ -176,6 +183,7 @@ class Sender:
                     self.stats.acked_batches += 1
                     self.stats.acked_attempt[batch_id] = attempt - 1
                     self.stats.latencies.append(response.elapsed.total_seconds())
+                    self.stats.accepted_at.append(sent_at)
                 return
             if response.status_code == 503:
                 try:

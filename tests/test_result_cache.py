@@ -192,6 +192,7 @@ def test_precompute_fills_the_cache_after_commits(workspace: Workspace) -> None:
 
 
 def test_analyses_share_rows_within_a_data_version(workspace: Workspace) -> None:
+    workspace.snapshots.enabled = False  # the SQL path's sharing (the snapshot skips SQL)
     workspace.import_events("app", _events("u1", ["A", "B", "C"]))
     rows = workspace.analyses.engine
     assert rows.dialect == "duckdb"

@@ -89,11 +89,19 @@ def run_funnel(table: pa.Table, definition: FunnelDefinition, as_of: datetime) -
         excluded |= relevant & same & inside
 
     # the counted attempt per person: furthest step, then earliest
+    # attempts are in row order, so each person's attempts are adjacent: one linear pass
+    # (no sort) finds, per person, the first attempt reaching the person's furthest step
     attempt_person = person[starts] if attempts else np.zeros(0, dtype=np.int64)
-    order = np.lexsort((np.arange(attempts), -reached, attempt_person))
-    first = np.ones(attempts, dtype=bool)
-    first[1:] = attempt_person[order][1:] != attempt_person[order][:-1]
-    best = order[first]
+    best = np.zeros(0, dtype=np.int64)
+    if attempts:
+        new_person = np.ones(attempts, dtype=bool)
+        new_person[1:] = attempt_person[1:] != attempt_person[:-1]
+        person_of = np.cumsum(new_person) - 1
+        furthest = np.maximum.reduceat(reached, np.flatnonzero(new_person))
+        candidates = np.flatnonzero(reached == furthest[person_of])
+        first = np.ones(len(candidates), dtype=bool)
+        first[1:] = person_of[candidates[1:]] != person_of[candidates[:-1]]
+        best = candidates[first]
     best = best[~excluded[best]]
     as_of_us = int((as_of - datetime(1970, 1, 1)).total_seconds() * _US)
     open_window = window_end[best] > as_of_us
@@ -115,6 +123,8 @@ def run_funnel(table: pa.Table, definition: FunnelDefinition, as_of: datetime) -
             breakdown_codes = np.where(source_rows >= 0, codes[np.maximum(source_rows, 0)],
                                        len(labels) - 1)  # fmt: skip
 
+    step_rows = [np.ascontiguousarray(rows[:, k]) for k in range(k_steps)]  # 1-D gathers
+
     def summarise(selected: NDArray[np.int64], is_open: NDArray[np.bool_]) -> list[dict]:
         steps = []
         reach = reached[selected]
@@ -132,7 +142,7 @@ def run_funnel(table: pa.Table, definition: FunnelDefinition, as_of: datetime) -
             else:
                 in_progress = int(np.count_nonzero((reach == k - 1) & is_open))
                 chosen = selected[reach >= k]
-                gaps = (ts[rows[chosen, k]] - ts[rows[chosen, k - 1]]) / _US
+                gaps = (ts[step_rows[k][chosen]] - ts[step_rows[k - 1][chosen]]) / _US
                 median, p90 = quantiles(gaps.astype(np.float64))
                 entry.update(step_conversion=people / previous if previous else 0.0,
                              dropped=previous - people - in_progress, in_progress=in_progress,
@@ -151,5 +161,6 @@ def run_funnel(table: pa.Table, definition: FunnelDefinition, as_of: datetime) -
             value = labels[int(code)]
             breakdown[NONE_LABEL if value is None else value] = summarise(best[mask],
                                                                           open_window[mask])
-        data["breakdown"] = dict(sorted(breakdown.items(), key=lambda kv: -kv[1][0]["people"]))
+        data["breakdown"] = dict(sorted(breakdown.items(),
+                                        key=lambda kv: (-kv[1][0]["people"], kv[0])))
     return FunnelResult(data, "steps")

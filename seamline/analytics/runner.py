@@ -40,6 +40,14 @@ from seamline.analytics.query import (
 from seamline.analytics.result import OutcomeResult, PathResult, RetentionResult
 from seamline.analytics.retention import run_retention
 from seamline.analytics.seams import SeamsDefinition, SeamsResult, run_seams
+from seamline.analytics.snapshot import (
+    Snapshot,
+    SnapshotHolder,
+    funnel_table,
+    outcome_table,
+    retention_table,
+    sequence_table,
+)
 from seamline.errors import BadRequest
 from seamline.events.timestamps import utcnow
 from seamline.settings import Settings
@@ -49,12 +57,19 @@ from seamline.store.engine import Engine
 class Analyses:
     """Funnels, journeys, seams, paths, retention and outcomes on one engine."""
 
-    def __init__(self, engine: Engine, settings: Settings):
+    def __init__(self, engine: Engine, settings: Settings,
+                 snapshots: SnapshotHolder | None = None):  # fmt: skip
         self.engine = engine
         self.settings = settings
+        # the DuckDB workspace answers what it can from its sorted sequence snapshot (same
+        # rows, same order as the queries below); other engines always run the queries
+        self.snapshots = snapshots
 
     def _rows(self, sql: str) -> Any:
         return self.engine.query_arrow(sql)
+
+    def _snapshot(self) -> Snapshot | None:
+        return self.snapshots.get() if self.snapshots is not None else None
 
     def funnel(
         self,
@@ -80,7 +95,10 @@ class Analyses:
             dates=DateRange(start, end),
             segment=dict(where or {}),
         )  # fmt: skip
-        table = self._rows(funnel_query(definition, dialect=self.engine.dialect))
+        snap = self._snapshot()
+        table = funnel_table(snap, definition) if snap is not None else None
+        if table is None:
+            table = self._rows(funnel_query(definition, dialect=self.engine.dialect))
         return run_funnel(table, definition, as_of=end or utcnow())
 
     def journeys(
@@ -99,8 +117,7 @@ class Analyses:
                              code="invalid_lane")  # fmt: skip
         definition = JourneyDefinition(from_event, min_people, top, DateRange(start, end),
                                        by=lane)  # type: ignore[arg-type]  # fmt: skip
-        table = self._rows(sequence_query(definition.dates, definition.include_identify, lane,
-                                          dialect=self.engine.dialect))  # fmt: skip
+        table = self._sequences(definition.dates, definition.include_identify, lane)
         return run_journeys(table, definition)
 
     def declared(self) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
@@ -136,8 +153,7 @@ class Analyses:
             outcome_within=parse_duration(outcome_within, "outcome_within"),
             min_people=min_people, include_all=include_all,
         )  # fmt: skip
-        table = self._rows(sequence_query(DateRange(start, end), False, "channel",
-                                          dialect=self.engine.dialect))  # fmt: skip
+        table = self._sequences(DateRange(start, end), False, "channel")
         funnels = {}
         for field_name in (by or ("app_version", "os_name", "source")) if funnel else ():
             funnels[field_name] = self.funnel(funnel or [], funnel_within, field_name,
@@ -158,8 +174,7 @@ class Analyses:
         """Top paths after (or before) each person's first ``event``."""
         definition = PathDefinition(event, steps, direction, top, collapse_repeats,
                                     DateRange(start, end))  # fmt: skip
-        table = self._rows(sequence_query(definition.dates, False, "channel",
-                                          dialect=self.engine.dialect))  # fmt: skip
+        table = self._sequences(definition.dates, False, "channel")
         return run_paths(table, definition)
 
     def retention(
@@ -176,9 +191,14 @@ class Analyses:
         definition = RetentionDefinition(start_event or None, return_event or None,
                                          check_period(period), periods,
                                          DateRange(start, end))  # fmt: skip
-        table = self._rows(retention_query(definition.start_event, definition.return_event,
-                                           definition.dates,
-                                           dialect=self.engine.dialect))  # fmt: skip
+        snap = self._snapshot()
+        if snap is not None:
+            table = retention_table(snap, definition.start_event, definition.return_event,
+                                    definition.dates)  # fmt: skip
+        else:
+            table = self._rows(retention_query(definition.start_event, definition.return_event,
+                                               definition.dates,
+                                               dialect=self.engine.dialect))  # fmt: skip
         return run_retention(table, definition, as_of=end or utcnow())
 
     def outcomes(
@@ -193,8 +213,22 @@ class Analyses:
         declared, costly_events, costly_channels = self.declared()
         definition = OutcomeDefinition.build(declared, costly_events, costly_channels, outcome,
                                              period, DateRange(start, end))  # fmt: skip
-        table = self._rows(outcome_query(
-            definition.outcomes, definition.costly_events, definition.costly_channels,
-            definition.dates, dialect=self.engine.dialect,
-        ))  # fmt: skip
+        snap = self._snapshot()
+        if snap is not None:
+            table = outcome_table(snap, definition.outcomes, definition.costly_events,
+                                  definition.costly_channels, definition.dates)  # fmt: skip
+        else:
+            table = self._rows(outcome_query(
+                definition.outcomes, definition.costly_events, definition.costly_channels,
+                definition.dates, dialect=self.engine.dialect,
+            ))  # fmt: skip
         return run_outcomes(table, definition)
+
+    def _sequences(self, dates: DateRange, include_identify: bool, lane: str) -> Any:
+        """Every touchpoint of every person in time order: from the snapshot, else SQL."""
+        snap = self._snapshot()
+        table = sequence_table(snap, dates, include_identify, lane) if snap is not None else None
+        if table is None:
+            table = self._rows(sequence_query(dates, include_identify, lane,
+                                              dialect=self.engine.dialect))  # fmt: skip
+        return table

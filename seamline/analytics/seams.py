@@ -90,10 +90,38 @@ def _first_after(rows: NDArray[np.int64], after: NDArray[np.int64], inclusive: b
     return rows[np.minimum(index, len(rows) - 1)], found
 
 
-def _first_per(keys: NDArray[np.int64], rows: NDArray[np.int64]) -> NDArray[np.int64]:
-    """The first row (in row order) of each key."""
-    _, index = np.unique(keys, return_index=True)
-    return rows[np.sort(index)]
+def _first_per(owner: NDArray[np.int64], code: NDArray[np.int64], rows: NDArray[np.int64],
+               n_codes: int, in_row_order: bool = True) -> NDArray[np.int64]:  # fmt: skip
+    """The first row of each (owner, code) pair; ``owner`` ascends with ``rows`` (persons).
+
+    One stable sort by the small ``code`` (a radix sort below 65536 codes) keeps rows in
+    order within each code, so each owner's first row there starts a run: no sort of
+    ``owner * n_codes + code`` keys. Returned in row order (else grouped by code).
+    """
+    if len(rows) == 0:
+        return rows
+    order = np.argsort(code.astype(np.uint16 if n_codes <= 1 << 16 else np.int64),
+                       kind="stable")  # fmt: skip
+    by_code, by_owner = code[order], owner[order]
+    new = np.ones(len(order), dtype=bool)
+    new[1:] = (by_code[1:] != by_code[:-1]) | (by_owner[1:] != by_owner[:-1])
+    firsts = rows[order[new]]
+    return np.sort(firsts) if in_row_order else firsts
+
+
+def _next_of(marked: NDArray[np.bool_]) -> tuple[NDArray[np.int64], NDArray[np.bool_]]:
+    """For every row, the first marked row strictly after it (and whether there is one),
+    by a reversed running minimum instead of a binary search per row."""
+    n = len(marked)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool)
+    at = np.where(marked, np.arange(n, dtype=np.int64), n)
+    at_or_after = np.minimum.accumulate(at[::-1])[::-1]
+    nxt = np.empty(n, dtype=np.int64)
+    nxt[:-1] = at_or_after[1:]
+    nxt[-1] = n
+    found = nxt < n
+    return np.minimum(nxt, n - 1), found
 
 
 class _Scan:
@@ -107,12 +135,12 @@ class _Scan:
         self.n_nodes = len(self.event_names) * self.n_lanes
         self.definition = definition
         self.as_of = int((as_of - datetime(1970, 1, 1)).total_seconds() * _US)
-        costly_events = {i for i, e in enumerate(self.event_names) if e in definition.costly_events}
-        costly_lanes = {i for i, c in enumerate(self.lane_names) if c in definition.costly_channels}
-        self.costly = np.isin(self.events, list(costly_events)) | np.isin(
-            self.lanes, list(costly_lanes))  # fmt: skip
-        outcomes = [i for i, e in enumerate(self.event_names) if e in definition.outcome_events]
-        self.outcome = np.isin(self.events, outcomes)
+        # code -> flag tables, then one lookup per row (np.isin would sort)
+        costly_events = np.array([e in definition.costly_events for e in self.event_names])
+        costly_lanes = np.array([c in definition.costly_channels for c in self.lane_names])
+        self.costly = costly_events[self.events] | costly_lanes[self.lanes]
+        outcomes = np.array([e in definition.outcome_events for e in self.event_names])
+        self.outcome = outcomes[self.events]
         self.rows = np.arange(len(self.person), dtype=np.int64)
 
     def label(self, node: int) -> tuple[str | None, str | None]:
@@ -129,14 +157,17 @@ class _Scan:
         closed = ts + window <= self.as_of
         eligible = self.rows[~self.costly & closed]
         # the person's first occurrence of each touchpoint, and of the channel at all
-        first = _first_per(person[eligible] * self.n_nodes + node[eligible], eligible)
-        entry = _first_per(person[eligible] * self.n_lanes + lanes[eligible], eligible)
+        first = _first_per(person[eligible], node[eligible], eligible, self.n_nodes)
+        # a person's first row in a channel is the first row of one of its touchpoints
+        entry = _first_per(person[first], lanes[first], first, self.n_lanes)
         entry_key = person[entry] * self.n_lanes + lanes[entry]
         order = np.argsort(entry_key)
         entry_sorted, entry_key_sorted = entry[order], entry_key[order]
         # who did each touchpoint at all (open windows too), to keep them out of its baseline
         touched = self.rows[~self.costly]
-        did = distinct(person[touched] * self.n_nodes + node[touched])
+        did_rows = _first_per(person[touched], node[touched], touched, self.n_nodes,
+                              in_row_order=False)  # fmt: skip
+        did = person[did_rows] * self.n_nodes + node[did_rows]  # distinct (order not used)
         did_person, did_node = did // self.n_nodes, did % self.n_nodes
         did_entry_at = np.searchsorted(entry_key_sorted, did_person * self.n_lanes
                                        + did_node % self.n_lanes)  # fmt: skip
@@ -146,18 +177,28 @@ class _Scan:
         # the rows of ``first`` grouped by touchpoint, in row order within each group (once,
         # rather than a full scan of ``first`` per touchpoint and costly channel)
         first_node = node[first]
-        by_node = np.argsort(first_node, kind="stable")
-        node_codes, node_starts, node_counts = np.unique(first_node[by_node], return_index=True,
-                                                         return_counts=True)  # fmt: skip
+        by_node = np.argsort(first_node.astype(np.uint16 if self.n_nodes <= 1 << 16 else np.int64),
+                             kind="stable")  # fmt: skip
+        tally = np.bincount(first_node, minlength=self.n_nodes)
+        node_codes = np.flatnonzero(tally)
+        node_counts = tally[node_codes]
+        node_starts = np.cumsum(node_counts) - node_counts
         groups = [(code, by_node[start:start + count]) for code, start, count in
                   zip(node_codes.tolist(), node_starts.tolist(), node_counts.tolist(),
                       strict=True)]  # fmt: skip
         out: list[_Candidate] = []
+        following = np.minimum(first + 1, max(len(person) - 1, 0))
+        retried = (first + 1 < len(person)) & (person[following] == person[first]) & (
+            node[following] == node[first])  # fmt: skip
+        entry_at = np.searchsorted(first, entry_sorted)  # entries are rows of ``first``
+        first_person, first_ts = person[first], ts[first]
         for lane_code in distinct(lanes[self.costly]).tolist():
-            target = np.flatnonzero(self.costly & (lanes == lane_code))
-            nxt, found = _first_after(target, self.rows)
-            followed = found & (person[nxt] == person) & (ts[nxt] - ts <= window)
-            entry_followed = followed[entry_sorted]
+            nxt, found = _next_of(self.costly & (lanes == lane_code))
+            # whether each row of ``first`` reaches the contact within T (only those count)
+            after = nxt[first]
+            followed = found[first] & (person[after] == first_person) & (
+                ts[after] - first_ts <= window)  # fmt: skip
+            entry_followed = followed[entry_at]
             # per channel: people entering it (closed window) and how many reached the contact
             n_lane = np.bincount(lanes[entry_sorted], minlength=self.n_lanes)
             f_lane = np.bincount(lanes[entry_sorted], weights=entry_followed,
@@ -167,16 +208,13 @@ class _Scan:
             n_did = np.bincount(did_node[has_entry], minlength=self.n_nodes)
             f_did = np.bincount(did_node[has_entry], weights=entry_followed[hit],
                                 minlength=self.n_nodes)  # fmt: skip
-            retried = np.zeros(len(first), dtype=bool)
-            following = np.minimum(first + 1, max(len(person) - 1, 0))
-            retried = (first + 1 < len(person)) & (person[following] == person[first]) & (
-                node[following] == node[first])  # fmt: skip
             to_label = f"any {self.lane_names[lane_code]} contact"
             for code, members in groups:
                 event, lane = self.label(code)
                 mine = first[members]
                 mine_retried = retried[members]
-                n1, x1 = len(mine), int(followed[mine].sum())
+                mine_followed = followed[members]
+                n1, x1 = len(mine), int(mine_followed.sum())
                 lane_index = code % self.n_lanes
                 n0 = int(n_lane[lane_index] - n_did[code])
                 x0 = int(f_lane[lane_index] - f_did[code])
@@ -187,15 +225,16 @@ class _Scan:
                 # people who cannot be linked to contacts at all): no candidate
                 if n1 >= d.min_people and n0 >= d.min_people and x1 >= d.min_followed and x0 > 0:
                     out.append(_Candidate("costly_contact", dict(base), x1, n1, x0, n0, "greater",
-                                          self.examples(mine[followed[mine]])))  # fmt: skip
+                                          self.examples(mine[mine_followed])))  # fmt: skip
                 loop_rows, plain_rows = mine[mine_retried], mine[~mine_retried]
-                loop_hits = int(followed[loop_rows].sum())
+                loop_followed = mine_followed[mine_retried]
+                loop_hits = int(loop_followed.sum())
                 if (len(loop_rows) >= d.min_people and len(plain_rows) >= d.min_people
                         and loop_hits >= d.min_followed):  # fmt: skip
                     out.append(_Candidate(
                         "loop", {**base, "from": f"{event} (retried)"},
-                        loop_hits, len(loop_rows), int(followed[plain_rows].sum()),
-                        len(plain_rows), "greater", self.examples(loop_rows[followed[loop_rows]]),
+                        loop_hits, len(loop_rows), int(mine_followed[~mine_retried].sum()),
+                        len(plain_rows), "greater", self.examples(loop_rows[loop_followed]),
                     ))  # fmt: skip
         return out
 
@@ -215,8 +254,7 @@ class _Scan:
         target = np.flatnonzero(self.outcome)
         reach, found = _first_after(target, rows + 1, inclusive=True)
         reached = found & (person[reach] == person[rows]) & (ts[reach] - ts[rows] <= window)
-        first_index = np.unique(person[rows] * self.n_nodes + node[rows], return_index=True)[1]
-        keep = np.sort(first_index)
+        keep = _first_per(person[rows], node[rows], np.arange(len(rows)), self.n_nodes)
         rows, reached = rows[keep], reached[keep]
         from_node, to_node = node[rows], node[rows + 1]
         pair = from_node * self.n_nodes + to_node
@@ -313,7 +351,10 @@ def finish(candidates: list[_Candidate], definition: SeamsDefinition,
         row["description"] = _describe(c.kind, row)
         if row["significant"] or definition.include_all:
             seams.append(row)
-    seams.sort(key=lambda r: (not r["significant"], -r["excess"], r["q_value"]))
+    # ties broken by the labels, so the order never depends on dictionary codes
+    seams.sort(key=lambda r: (not r["significant"], -r["excess"], r["q_value"], r["kind"],
+                              str(r["from"]), str(r["from_channel"]), str(r["to"]),
+                              str(r["to_channel"]), str(r.get("segment"))))
     return SeamsResult({"seams": seams, "candidates": len(candidates),
                         "alpha": definition.alpha, "min_people": definition.min_people,
                         "notes": notes}, "seams")  # fmt: skip

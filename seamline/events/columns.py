@@ -13,8 +13,13 @@ EVENT_COLUMNS: tuple[str, ...] = (
     "locale", "timezone", "ip", "user_agent",
     "properties", "traits", "context", "integrations", "metadata",
     "skew_flag", "retry_count",
+    "contact_email", "contact_phone",
 )  # fmt: skip
 
-#: Identity inputs carried beside the stored columns: they stay in the JSON, not in columns.
+#: The event's email and phone, identity inputs. Normalisation carries the raw JSON values
+#: (identify traits first, then ``context.traits``); the identity service replaces them by
+#: their normalised form before the append, which is what the store keeps (NULL when
+#: absent, invalid or blocked; see :mod:`seamline.store.contacts`).
 CONTACT_COLUMNS: tuple[str, ...] = ("contact_email", "contact_phone")
-ROW_COLUMNS = EVENT_COLUMNS + CONTACT_COLUMNS
+#: Row tuples of the normaliser are in this order (the stored columns).
+ROW_COLUMNS = EVENT_COLUMNS

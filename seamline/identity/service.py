@@ -94,7 +94,11 @@ class IdentityService:
 
     def stitch(self, con: duckdb.DuckDBPyConnection, rows: EventRows
                ) -> tuple[EventRows, set[tuple[str, str]]]:  # fmt: skip
-        """Assign ``person_id`` to every row; returns the kept rows and the suppressed keys."""
+        """Assign ``person_id`` to every row; returns the kept rows and the suppressed keys.
+
+        Also replaces the rows' raw ``contact_email`` / ``contact_phone`` by the normalised
+        identifiers (what the store keeps, see :mod:`seamline.store.contacts`).
+        """
         columns = rows.columns
         inputs = zip(
             columns["user_id"], columns["anonymous_id"], columns["device_id"],
@@ -102,11 +106,20 @@ class IdentityService:
             columns["type"], strict=True,
         )  # fmt: skip
         persons = columns["person_id"]
+        emails, phones = columns["contact_email"], columns["contact_phone"]
         timestamps, message_ids = columns["timestamp"], columns["message_id"]
         resolve = self.stitcher.resolve
         dropped: list[int] = []
         for index, values in enumerate(inputs):
             keys = self.identifiers(*values)
+            if values[3] is not None or values[4] is not None:  # store the normalised form
+                email = phone = None
+                for id_type, value in keys:
+                    if id_type == "email":
+                        email = value
+                    elif id_type == "phone":
+                        phone = value
+                emails[index], phones[index] = email, phone
             if self.suppressed and any(
                 tables.suppression_hash(key) in self.suppressed for key in keys
             ):

@@ -289,6 +289,11 @@ class DeliveryWorker:
     def wake(self) -> None:
         self._wake.set()
 
+    @property
+    def wake_event(self) -> threading.Event:
+        """Setting it wakes the dispatcher (an event, not a callback: no reference cycle)."""
+        return self._wake
+
     def stop(self, timeout: float = 5) -> None:
         """Stop taking rows; wait up to ``timeout`` for attempts in flight and write their
         outcomes. Unfinished rows stay pending and are sent again (same id) next time."""

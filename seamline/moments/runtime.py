@@ -28,9 +28,11 @@ from seamline.events import EventRows
 from seamline.events.timestamps import utcnow
 from seamline.moments import places as geo
 from seamline.moments.ids import new_id
+from seamline.moments.matching import JSON_ROOTS, TriggerIndex, json_roots
 from seamline.moments.rules import Rule, parse_rule
 from seamline.store import moments as tables
 from seamline.store import places as place_tables
+from seamline.store.stored import StoredKeys
 
 log = logging.getLogger("seamline.moments")
 
@@ -76,6 +78,13 @@ class RuleSet:
                 self.by_leave.append(s)
         self.watched = frozenset(self.by_trigger) | frozenset(self.by_stop)
         self.located = any(s.rule.enabled and s.rule.location for s in self.rules)
+        # per trigger name, the rules indexed by their filters (seamline.moments.matching)
+        self.index = {name: TriggerIndex(found) for name, found in self.by_trigger.items()}
+        self.stop_ids = {name: frozenset(s.rule_id for s in found)
+                         for name, found in self.by_stop.items()}  # fmt: skip
+        # the JSON fields of an event the filters read: only these are decoded to match
+        enabled = [s for s in self.rules if s.rule.enabled]
+        self.roots = frozenset(JSON_ROOTS) if self.located else json_roots(enabled)
 
     def own_places(self) -> list[geo.Place]:
         """The places rules define for themselves (enabled rules only)."""
@@ -84,6 +93,15 @@ class RuleSet:
     def triggered_by(self, event: dict[str, Any]) -> list[StoredRule]:
         found = self.by_trigger.get(event["event"], []) if event["event"] is not None else []
         return found + self.by_any if self.by_any and "places" in event else found
+
+    def matching(self, event: dict[str, Any]) -> list[StoredRule]:
+        """The rules whose trigger matches ``event`` (what ``triggered_by`` + ``matches``
+        would keep, found through the per-name indexes)."""
+        index = self.index.get(event["event"]) if event["event"] is not None else None
+        found = index.candidates(event) if index is not None else []
+        if self.by_any and "places" in event:
+            found += [s for s in self.by_any if s.rule.trigger.matches(event)]
+        return found
 
     @classmethod
     def load(cls, con: tables.Connection, previous: RuleSet | None = None) -> RuleSet:
@@ -141,18 +159,33 @@ def _json(text: Any) -> Any:
     return value if isinstance(value, dict) else {}
 
 
-def snapshot(values: dict[str, Any], source: str | None, person: str) -> dict[str, Any]:
-    """The event as rules, templates and payloads see it (JSON-safe)."""
+def snapshot(values: dict[str, Any], source: str | None, person: str,
+             roots: frozenset[str] | tuple[str, ...] = JSON_ROOTS) -> dict[str, Any]:  # fmt: skip
+    """The event as rules, templates and payloads see it (JSON-safe).
+
+    ``roots`` names the JSON fields (``properties``, ``traits``, ``context``) to decode; a
+    partial snapshot (what matching needs) lacks the others until :func:`complete`.
+    """
     event = {name: values.get(name) for name in _FIELDS}
     ts = values["timestamp"]
     event.update(
         source=source,
         person_id=person,
         timestamp=ts.isoformat() + "Z" if isinstance(ts, datetime) else ts,
-        properties=_json(values.get("properties")),
-        traits=_json(values.get("traits")),
-        context=_json(values.get("context")),
     )
+    for root in JSON_ROOTS:
+        if root in roots:
+            event[root] = _json(values.get(root))
+    return event
+
+
+def complete(event: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    """Decode what a partial :func:`snapshot` left out, keeping the field order."""
+    if all(root in event for root in JSON_ROOTS):
+        return event
+    for root in JSON_ROOTS:
+        decoded = event.pop(root) if root in event else _json(values.get(root))
+        event[root] = decoded
     return event
 
 
@@ -185,8 +218,15 @@ class TriggerHook:
         self.grace = grace
         self.max_age = max_age
         self.due = due or threading.Event()  # set when an instance may be due: wakes the scheduler
+        # Moments due at once (no unless window, no delay) are decided in the ingest
+        # transaction itself, as the scheduler would decide them just after it, while the
+        # service runs (it sets this); ``outbox`` then wakes the delivery worker.
+        self.fire_at_once = False
+        self.default_zone = "UTC"
+        self.outbox = threading.Event()
         self._sources: dict[str, str] = {}
         self.due_soon = False
+        self.outbox_soon = False
         self.errors = 0
 
     # -- helpers -------------------------------------------------------------------------
@@ -196,14 +236,18 @@ class TriggerHook:
         return self._sources
 
     def after_commit(self, rows: EventRows) -> None:
-        """Writer listener: wake the scheduler when an instance may be due already."""
+        """Writer listener: wake the scheduler when an instance may be due already, and the
+        delivery worker when this commit queued deliveries."""
+        if self.outbox_soon:
+            self.outbox_soon = False
+            self.outbox.set()
         if self.due_soon:
             self.due_soon = False
             self.due.set()
 
     # -- the hook --------------------------------------------------------------------------
     def __call__(self, con: tables.Connection, rows: EventRows,
-                 stored: set[tuple[str, str]]) -> None:  # fmt: skip
+                 stored: StoredKeys) -> None:  # fmt: skip
         """Runs in the ingest transaction. A bug here must not cost events: anything but an
         engine error (which has aborted the transaction anyway) is logged and counted, and
         the group commits without its moments."""
@@ -216,7 +260,7 @@ class TriggerHook:
             log.exception("moments could not be evaluated for %d events", len(rows))
 
     def _evaluate(self, con: tables.Connection, rows: EventRows,
-                  stored: set[tuple[str, str]]) -> None:  # fmt: skip
+                  stored: StoredKeys) -> None:  # fmt: skip
         rules = self.rules
         located = rules.located and bool(self.catalog)
         if not (rules.watched or located) or not len(rows):
@@ -238,11 +282,18 @@ class TriggerHook:
         sources = self.source_names(con, {sources_col[i] for i in picked})
         canon = tables.canonical_persons(con, {persons_col[i] for i in picked})
         events: list[tuple[dict[str, Any], datetime, datetime]] = []
+        # only the columns a snapshot reads, and only the JSON fields the filters read: the
+        # rest is decoded for the few events that start an instance (_start)
+        used = [(name, cols[name]) for name in (*_FIELDS, "timestamp", "received_at", *JSON_ROOTS)
+                if name in cols]  # fmt: skip
+        roots = rules.roots
+        raw: dict[int, dict[str, Any]] = {}
         for i in picked:
-            values = {name: column[i] for name, column in cols.items()}
+            values = {name: column[i] for name, column in used}
             person = canon[persons_col[i]]
-            events.append((snapshot(values, sources.get(sources_col[i]), person),
-                           values["timestamp"], values["received_at"]))  # fmt: skip
+            event = snapshot(values, sources.get(sources_col[i]), person, roots)
+            raw[id(event)] = values
+            events.append((event, values["timestamp"], values["received_at"]))
         events.sort(key=lambda item: item[1])
         refused: set[str] = set()
         if located:
@@ -255,7 +306,7 @@ class TriggerHook:
                   if item[0]["event"] in rules.by_trigger or "places" in item[0]]  # fmt: skip
         if starts:
             self._start(con, rules, starts, sources, refused,
-                        [(e, ts) for e, ts, _ in events if "places" in e])  # fmt: skip
+                        [(e, ts) for e, ts, _ in events if "places" in e], raw)  # fmt: skip
 
     def _locate(self, con: tables.Connection,
                 events: list[tuple[dict[str, Any], datetime]]) -> set[str]:  # fmt: skip
@@ -295,11 +346,14 @@ class TriggerHook:
                 events: list[tuple[dict[str, Any], datetime]]) -> None:  # fmt: skip
         by_person: dict[str, list[tuple[dict[str, Any], datetime]]] = defaultdict(list)
         rule_ids: set[str] = set()
+        names: set[str] = set()
         for event, ts in events:
             by_person[event["person_id"]].append((event, ts))
-            rule_ids.update(s.rule_id for s in rules.by_stop.get(event["event"], ()))
+            names.add(event["event"])
             if (event.get("places") or {}).get("left"):
                 rule_ids.update(s.rule_id for s in rules.by_leave)
+        for name in names:  # once per name: hundreds of rules may stop on one event
+            rule_ids.update(rules.stop_ids.get(name, ()))
         earliest = min(ts for _, ts in events)
         found = tables.open_instances(con, sorted(rule_ids), sorted(by_person), earliest)
         updates: list[tuple[str, str, str | None]] = []
@@ -325,14 +379,15 @@ class TriggerHook:
     def _start(self, con: tables.Connection, rules: RuleSet,
                events: list[tuple[dict[str, Any], datetime, datetime]],
                sources: dict[str, str], refused: set[str],
-               located: list[tuple[dict[str, Any], datetime]]) -> None:  # fmt: skip
+               located: list[tuple[dict[str, Any], datetime]],
+               raw: dict[int, dict[str, Any]] | None = None) -> None:  # fmt: skip
+        """``raw``: id(partial snapshot) -> its column values, to decode it in full."""
         counters: dict[tuple[str, str], int] = defaultdict(int)
         candidates: list[tuple[StoredRule, dict[str, Any], datetime]] = []
+        raw = raw or {}
         for event, ts, received in events:
-            for stored_rule in rules.triggered_by(event):
-                if not stored_rule.rule.trigger.matches(event):
-                    continue
-                trigger = event
+            for stored_rule in rules.matching(event):
+                trigger = complete(event, raw[id(event)]) if id(event) in raw else event
                 if stored_rule.rule.location is not None:
                     if event["person_id"] in refused:
                         counters[(stored_rule.rule_id, "no_consent")] += 1
@@ -350,7 +405,8 @@ class TriggerHook:
         persons = sorted({event["person_id"] for _, event, _ in candidates})
         rule_ids = sorted({s.rule_id for s, _, _ in candidates})
         taken = {(r[1], r[2]) for r in tables.open_instances(con, rule_ids, persons)}
-        last = tables.last_fired(con, rule_ids, persons)
+        reentry = sorted({s.rule_id for s, _, _ in candidates if s.rule.reentry.mode != "always"})
+        last = tables.last_fired(con, reentry, persons) if reentry else {}
         now = utcnow()
         new: list[list[Any]] = []
         for stored_rule, event, ts in candidates:
@@ -377,7 +433,37 @@ class TriggerHook:
         rows = [tuple(item[:14]) for item in new]
         tables.insert_instances(con, rows)
         tables.bump_counters(con, counters)
+        if self.fire_at_once:
+            self._fire_at_once(con, [item[0] for item in new
+                                     if item[10] == "waiting" and item[9] <= now])  # fmt: skip
+            new = [item for item in new if item[9] > now]
         if any(item[10] == "waiting" and item[9] <= now + timedelta(seconds=1) for item in new):
+            self.due_soon = True
+
+    def _fire_at_once(self, con: tables.Connection, instance_ids: list[str]) -> None:
+        """Decide instances that are due already, in this transaction, with the scheduler's
+        own :func:`seamline.moments.scheduler.fire_due`: one commit and no scheduler round
+        trip between the trigger's ack and its outbox row. Whatever fails here is undone and
+        left to the scheduler."""
+        if not instance_ids:
+            return
+        from seamline.moments.scheduler import BATCH, fire_due  # it imports this module
+
+        try:
+            report = fire_due(con, self.rules, utcnow(), self.default_zone,
+                              consent=self.consent, only=instance_ids)  # fmt: skip
+        except tables.StoreError:
+            raise
+        except Exception:
+            self.errors += 1
+            log.exception("%d moments due at once could not be decided; the scheduler will",
+                          len(instance_ids))  # fmt: skip
+            tables.undecide(con, instance_ids)
+            self.due_soon = True
+            return
+        if report.deliveries:
+            self.outbox_soon = True
+        if len(instance_ids) > BATCH:  # fire_due decides at most BATCH: the scheduler goes on
             self.due_soon = True
 
     @staticmethod

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -42,20 +42,36 @@ class FireReport:
 
 
 def fire_due(con: tables.Connection, rules: RuleSet, now: datetime, default_zone: str,
-             limit: int = BATCH, consent: Consent | None = None) -> FireReport:  # fmt: skip
-    """Decide every due instance (inside the caller's writer transaction).
+             limit: int = BATCH, consent: Consent | None = None,
+             only: Sequence[str] | None = None) -> FireReport:  # fmt: skip
+    """Decide every due instance (inside the caller's writer transaction); ``only``: of
+    these instance ids (the ingest transaction decides the moments it starts due at once).
 
     Location moments are also checked for consent (withdrawn since the trigger: cancelled)
     and for their place cap (``place_cap``: per person per place, after ``cap``).
     """
-    due = tables.due_instances(con, now, limit)
+    due = tables.due_instances(con, now, limit, only)
     if not due:
         return FireReport(0, 0, 0)
     persons = sorted({row[2] for row in due})
     rule_ids = sorted({row[1] for row in due})
-    zones, traits = tables.person_context(con, persons)
-    last = tables.last_fired(con, rule_ids, persons)
-    longest_cap = max((s.rule.cap.per for s in rules.rules if s.rule.cap), default=None)
+    due_rules = [rules.by_id[r].rule for r in rule_ids if r in rules.by_id]
+    # read only what these rules' decisions and messages use (each read is a statement in
+    # the writer's transaction): time zones and traits for quiet hours, templates and web
+    # push; the last firing for re-entry
+    needs_context = any(
+        (rule.quiet_hours is not None and not rule.transactional)
+        or any(a.body is not None or a.title is not None or a.kind == "webpush"
+               for a in rule.actions)
+        for rule in due_rules
+    )  # fmt: skip
+    zones, traits = tables.person_context(con, persons) if needs_context else ({}, {})
+    reentry = [r for r in rule_ids if r in rules.by_id
+               and rules.by_id[r].rule.reentry.mode != "always"]  # fmt: skip
+    last = tables.last_fired(con, reentry, persons) if reentry else {}
+    # only the due rules' caps are checked (against moments of their category)
+    longest_cap = max((rule.cap.per for rule in due_rules if rule.cap and not rule.transactional),
+                      default=None)  # fmt: skip
     recent = tables.fired_since(con, persons, now - longest_cap) if longest_cap else []
     located = [row[2] for row in due if _location_rule(rules, row[1])]
     refused: set[str] = set()

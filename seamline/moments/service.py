@@ -78,18 +78,22 @@ class MomentsService:
         # and a cycle through it would keep the closed DuckDB connection alive.
         self.scheduler = Scheduler(store, writer, self.hook, settings.moments_timezone, poll,
                                    self.worker.wake)  # fmt: skip
+        self.hook.default_zone = settings.moments_timezone
+        self.hook.outbox = self.worker.wake_event
         self._started = False
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> MomentsService:
         self.scheduler.start()
         self.worker.start()
+        self.hook.fire_at_once = True  # moments due at once are decided on ingest
         self._started = True
         return self
 
     def stop(self) -> None:
         if self._started:
             self._started = False
+            self.hook.fire_at_once = False
             self.scheduler.stop()
             self.worker.stop()
 

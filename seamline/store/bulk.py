@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+from seamline.identity.identifiers import IdentityRules
+from seamline.store import contacts
 from seamline.store.database import Store
 
 _IDENTITIES = """
@@ -20,10 +22,10 @@ SELECT t, v, any_value(person_id), min(timestamp), NULL, NULL FROM (
         WHERE anonymous_id IS NOT NULL
     UNION ALL SELECT 'device_id', device_id, person_id, timestamp FROM events
         WHERE device_id IS NOT NULL
-    UNION ALL SELECT 'email', coalesce(traits->>'email', context->'traits'->>'email'),
-        person_id, timestamp FROM events WHERE contains(coalesce(traits, context), 'email')
-    UNION ALL SELECT 'phone', coalesce(traits->>'phone', context->'traits'->>'phone'),
-        person_id, timestamp FROM events WHERE contains(coalesce(traits, context), 'phone')
+    UNION ALL SELECT 'email', contact_email, person_id, timestamp FROM events
+        WHERE contact_email IS NOT NULL
+    UNION ALL SELECT 'phone', contact_phone, person_id, timestamp FROM events
+        WHERE contact_phone IS NOT NULL
 ) GROUP BY t, v
 """
 
@@ -57,6 +59,8 @@ def load_world(store: Store, rows: pa.Table, person_ids: pa.Array,
                 b.device_id, '{}', b.traits, b.context
             FROM _bulk b JOIN _bulk_sources s USING (channel)
         """)
+        # the contact columns from the JSON, normalised as ingest does
+        contacts.backfill(con, IdentityRules())
         con.execute("""
             INSERT INTO persons
             SELECT person_id, row_number() OVER (ORDER BY min(timestamp), person_id),

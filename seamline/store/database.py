@@ -26,7 +26,9 @@ import pyarrow as pa
 from seamline.errors import Conflict, NotFound, SeamlineError, StoreUnavailable
 from seamline.events import EVENT_COLUMNS, EventRows, FailedEvent
 from seamline.events.timestamps import utcnow
+from seamline.identity.identifiers import IdentityRules
 from seamline.store.migrations import MIGRATIONS
+from seamline.store.stored import StoredKeys
 
 log = logging.getLogger("seamline.store")
 
@@ -128,7 +130,11 @@ class Store:
         self._lock = threading.Lock()
 
     @classmethod
-    def open(cls, data_dir: Path) -> Store:
+    def open(cls, data_dir: Path, rules: IdentityRules | None = None) -> Store:
+        """Open (or create) the workspace database and apply pending migrations.
+
+        ``rules`` normalise the contact columns a migration backfills (the phone region).
+        """
         data_dir.mkdir(parents=True, exist_ok=True)
         path = data_dir / DATABASE_FILE
         try:
@@ -150,11 +156,11 @@ class Store:
             ) from None
         _quiet(connection)
         store = cls(connection, path)
-        store._migrate()
+        store._migrate(rules or IdentityRules())
         return store
 
     # -- schema -----------------------------------------------------------------
-    def _migrate(self) -> None:
+    def _migrate(self, rules: IdentityRules) -> None:
         con = self._connection
         con.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations "
@@ -167,7 +173,10 @@ class Store:
             if version <= current:
                 continue
             con.execute("BEGIN")
-            con.execute(sql)
+            if isinstance(sql, str):
+                con.execute(sql)
+            else:  # a data migration that needs Python (phones to E.164)
+                sql(con, rules)
             con.execute(
                 "INSERT INTO schema_migrations VALUES (?, ?, ?)", [version, description, utcnow()]
             )
@@ -344,20 +353,26 @@ class Store:
         rows: EventRows,
         failed: list[FailedEvent],
         counters: dict[str, int],
-    ) -> set[tuple[str, str]]:
+    ) -> StoredKeys:
         """Append rows, skipping (source, messageId) already stored; returns the keys stored.
 
         Runs inside the caller's transaction (the writer's group commit).
         """
-        stored: set[tuple[str, str]] = set()
+        stored = StoredKeys.every_row(0)
         if len(rows):
             columns = {name: rows.columns[name] for name in EVENT_COLUMNS}
             staged = pa.Table.from_pydict(columns, schema=_EVENTS_SCHEMA)
             con.register("_staged", staged)
             try:
-                stored = {(row[0], row[1]) for row in con.execute(_INSERT_EVENTS).fetchall()}
+                returned = con.sql(_INSERT_EVENTS).to_arrow_table()
+                assert returned is not None  # RETURNING always yields a table
             finally:
                 _unregister(con, "_staged")
+            if returned.num_rows == len(rows):  # no duplicates: no per-row work
+                stored = StoredKeys.every_row(len(rows))
+            else:
+                stored = StoredKeys.listed(zip(returned.column(0).to_pylist(),
+                                               returned.column(1).to_pylist(), strict=True))
         if failed:
             table = pa.Table.from_pylist(
                 [

@@ -217,58 +217,43 @@ def forget(
 
 # -- batch rebuild ------------------------------------------------------------------------
 # Observations are re-derived from the stored events with the same rules as the
-# incremental path, in SQL; only phone numbers go through a Python function (over
-# distinct values), because E.164 needs libphonenumber's metadata.
+# incremental path, in SQL; emails and phones come normalised from the contact columns
+# (seamline.store.contacts).
 _FOLDED = "lower(trim(trim(v), '\"'''))"  # trimmed, quotes stripped, lower case
 _BLOCKED_SQL = f"{_FOLDED} IN ({{blocked}}) OR regexp_full_match({_FOLDED}, '[0\\-]*')"
 _OBSERVATIONS = """
 CREATE OR REPLACE TEMP TABLE _raw_obs AS
 WITH src AS (
     SELECT dedup_key AS ev, timestamp AS ts, type, user_id, anonymous_id, device_id,
-           previous_id,
-           CASE WHEN type = 'identify'
-                THEN coalesce(traits->>'email', context->'traits'->>'email')
-                ELSE context->'traits'->>'email' END AS email,
-           CASE WHEN type = 'identify'
-                THEN coalesce(traits->>'phone', context->'traits'->>'phone')
-                ELSE context->'traits'->>'phone' END AS phone
+           previous_id, contact_email AS email, contact_phone AS phone
     FROM events
 )
 SELECT ev, ts, 'user_id' AS t, trim(user_id) AS v FROM src WHERE user_id IS NOT NULL
 UNION ALL SELECT ev, ts, 'anonymous_id', trim(anonymous_id) FROM src
     WHERE anonymous_id IS NOT NULL
 UNION ALL SELECT ev, ts, 'device_id', trim(device_id) FROM src WHERE device_id IS NOT NULL
-UNION ALL SELECT ev, ts, 'email', lower(trim(email)) FROM src
-    WHERE email IS NOT NULL AND position('@' IN trim(email)) > 1
-      AND NOT ends_with(trim(email), '@')
+UNION ALL SELECT ev, ts, 'email', email FROM src WHERE email IS NOT NULL
 UNION ALL SELECT ev, ts, 'phone', phone FROM src WHERE phone IS NOT NULL
 UNION ALL SELECT ev, ts, 'previous_id', trim(previous_id) FROM src
     WHERE type = 'alias' AND previous_id IS NOT NULL
 """
 
 
-def rebuild(con: duckdb.DuckDBPyConnection, blocked: list[str], normalise_phone: Any,
-            id_priority: dict[str, int]) -> dict[str, Any]:  # fmt: skip
+def rebuild(con: duckdb.DuckDBPyConnection, blocked: list[str],
+            id_priority: dict[str, int]) -> dict[str, Any]:
     """Connected components over every stored identifier, with the static guardrails.
 
     Returns a report comparing the components with the incremental person map.
     """
     con.execute(_OBSERVATIONS)
-    phones = [r[0] for r in con.execute(
-        "SELECT DISTINCT v FROM _raw_obs WHERE t = 'phone'").fetchall()]  # fmt: skip
-    con.register("_phones", pa.table({"raw": phones,
-                                      "e164": [normalise_phone(p) for p in phones]}))  # fmt: skip
     blocked_list = ", ".join("'" + b.replace("'", "''") + "'" for b in blocked)
     priorities = pa.table({"t": list(id_priority), "priority": list(id_priority.values())})
     con.register("_priority", priorities)
     try:
         con.execute(f"""
         CREATE OR REPLACE TEMP TABLE _obs AS
-        WITH normalised AS (
-            SELECT o.ev, o.ts, o.t, CASE WHEN o.t = 'phone' THEN p.e164 ELSE o.v END AS v
-            FROM _raw_obs o LEFT JOIN _phones p ON o.t = 'phone' AND p.raw = o.v
-        ), kept AS (
-            SELECT * FROM normalised
+        WITH kept AS (
+            SELECT * FROM _raw_obs
             WHERE v IS NOT NULL AND v <> '' AND NOT ({_BLOCKED_SQL.format(blocked=blocked_list)})
         ), users AS (SELECT DISTINCT v FROM kept WHERE t = 'user_id')
         SELECT ev, ts,
@@ -341,7 +326,6 @@ def rebuild(con: duckdb.DuckDBPyConnection, blocked: list[str], normalise_phone:
         HAVING count(DISTINCT person_id) > 1 ORDER BY comp LIMIT 5
         """).fetchall()
     finally:
-        _unregister(con, "_phones")
         _unregister(con, "_priority")
     assert report is not None
     return {

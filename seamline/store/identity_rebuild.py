@@ -4,12 +4,12 @@ connected components, and a comparison with the incremental person map.
 Same rules and the same report as the recursive-SQL :func:`seamline.store.identity.rebuild`
 (kept as the reference; a test checks they agree), about an order of magnitude faster:
 
-1. one DuckDB scan derives each event's identifiers with the incremental path's rules
-   (trimmed ids, lower-cased emails with an ``@`` inside, phones, an alias's previous id);
+1. one DuckDB scan reads each event's identifiers from plain columns: ids as stored
+   (trimmed at ingest), the normalised ``contact_email`` / ``contact_phone`` the identity
+   service stored with the event (:mod:`seamline.store.contacts`: no JSON, no
+   libphonenumber), an alias's previous id;
 2. Arrow dictionary-encodes each identifier column; placeholder values are dropped by the
-   same SQL test over the *distinct* values only; phones go through libphonenumber once per
-   distinct raw value, except values already stored as a normalised phone (E.164 is a fixed
-   point of the normalisation, so they need no second pass);
+   same SQL test over the *distinct* values only (so a value blocked since ingest drops out);
 3. :func:`seamline.identity.components.components` finds hubs and components in NumPy/SciPy;
 4. the incremental map (``identities``) is joined by node code to count disagreements.
 """
@@ -17,6 +17,7 @@ Same rules and the same report as the recursive-SQL :func:`seamline.store.identi
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import duckdb
@@ -27,60 +28,39 @@ from numpy.typing import NDArray
 
 from seamline.identity.components import components
 from seamline.identity.identifiers import ID_TYPES
-from seamline.store.identity import _BLOCKED_SQL
 
 # Event identifiers, one column each, with the incremental path's rules; DISTINCT because
 # events carrying the same identifiers add the same links (most of a person's events do).
-# ``contains`` skips
-# the JSON parse for rows whose text cannot hold the key (stored JSON is msgspec's output,
-# so keys are never escaped).
+# User, anonymous and previous ids are stored trimmed (seamline.events.fast.identifier),
+# device ids as sent; emails and phones are stored
+# normalised (seamline.store.contacts), so no JSON is parsed here.
 _SCAN = """
-WITH src AS (
-    SELECT type, user_id, anonymous_id, device_id, previous_id,
-           CASE WHEN type = 'identify'
-                THEN coalesce(CASE WHEN contains(traits, 'email') THEN traits->>'email' END,
-                              CASE WHEN contains(context, 'email')
-                                   THEN context->'traits'->>'email' END)
-                WHEN contains(context, 'email') THEN context->'traits'->>'email' END AS email,
-           CASE WHEN type = 'identify'
-                THEN coalesce(CASE WHEN contains(traits, 'phone') THEN traits->>'phone' END,
-                              CASE WHEN contains(context, 'phone')
-                                   THEN context->'traits'->>'phone' END)
-                WHEN contains(context, 'phone') THEN context->'traits'->>'phone' END AS phone
-    FROM events
-)
-SELECT DISTINCT trim(user_id) AS user_id,
-       CASE WHEN email IS NOT NULL AND position('@' IN trim(email)) > 1
-                 AND NOT ends_with(trim(email), '@') THEN lower(trim(email)) END AS email,
-       phone,
-       trim(device_id) AS device_id,
-       trim(anonymous_id) AS anonymous_id,
-       CASE WHEN type = 'alias' THEN trim(previous_id) END AS previous_id
-FROM src
+SELECT DISTINCT user_id, contact_email AS email, contact_phone AS phone,
+       trim(device_id) AS device_id, anonymous_id,
+       CASE WHEN type = 'alias' THEN previous_id END AS previous_id
+FROM events
 """
 TYPES = ID_TYPES  # priority order: the strongest first
 
 
-def _kept(con: duckdb.DuckDBPyConnection, values: pa.Array, blocked_list: str) -> pa.Array:
-    """Which distinct values survive the placeholder test (not empty, not blocked)."""
-    con.register("_values", pa.table({"v": values}))
-    try:
-        mask = con.sql(
-            "SELECT v IS NOT NULL AND v <> '' AND NOT coalesce("
-            f"{_BLOCKED_SQL.format(blocked=blocked_list)}, FALSE) FROM _values"
-        ).to_arrow_table().column(0)
-    finally:
-        con.unregister("_values")
-    return mask
+def _kept(values: pa.Array, blocked: pa.Array) -> NDArray[np.bool_]:
+    """Which distinct values survive the placeholder test (not empty, not blocked): the
+    test of :meth:`seamline.identity.identifiers.IdentityRules.is_blocked` in Arrow kernels
+    (trimmed, quotes stripped, lower case; in the list or only zeros and dashes)."""
+    folded = pc.utf8_lower(pc.utf8_trim(pc.utf8_trim_whitespace(values), characters="\"'"))
+    bad = pc.or_(pc.is_in(folded, value_set=blocked),
+                 pc.match_substring_regex(folded, r"^[0\-]*$"))  # fmt: skip
+    return np.asarray(pc.invert(bad).fill_null(False).to_numpy(zero_copy_only=False), bool)
 
 
-def _number(con: duckdb.DuckDBPyConnection, values: pa.Array, codes: NDArray[np.int64],
-            blocked_list: str) -> tuple[pa.Array, NDArray[np.int64]]:
-    """Distinct ``values`` (already unique) that are referenced and kept, in text order, and
-    the node number of each value (-1 when dropped)."""
+def _number(values: pa.Array, codes: NDArray[np.int64], blocked: pa.Array,
+            text_order: bool) -> tuple[pa.Array, NDArray[np.int64]]:  # fmt: skip
+    """Distinct ``values`` (already unique) that are referenced and kept (in text order if
+    asked), and the node number of each value (-1 when dropped)."""
     referenced = np.bincount(codes[codes >= 0], minlength=len(values)) > 0
-    kept = np.asarray(_kept(con, values, blocked_list).to_numpy(zero_copy_only=False), bool)
-    order = pc.sort_indices(values).to_numpy()
+    kept = _kept(values, blocked)
+    order = (pc.sort_indices(values).to_numpy() if text_order
+             else np.arange(len(values), dtype=np.int64))  # fmt: skip
     keep_sorted = (referenced & kept)[order]
     code_map = np.full(len(values), -1, dtype=np.int64)
     code_map[order] = np.where(keep_sorted, np.cumsum(keep_sorted) - 1, -1)
@@ -95,24 +75,16 @@ def _encode(column: pa.ChunkedArray | pa.Array) -> tuple[NDArray[np.int64], pa.A
     return codes, encoded.dictionary
 
 
-def rebuild(con: duckdb.DuckDBPyConnection, blocked: list[str],
-            normalise_phone: Callable[[str], str | None]) -> dict[str, Any]:  # fmt: skip
+def rebuild(con: duckdb.DuckDBPyConnection, blocked: list[str]) -> dict[str, Any]:
     """Connected components over every stored identifier; a report against ``identities``."""
-    blocked_list = ", ".join("'" + b.replace("'", "''") + "'" for b in blocked)
+    blocked_values = pa.array(blocked, pa.string())
     scan = con.sql(_SCAN).to_arrow_table()
-    raw: dict[str, tuple[NDArray[np.int64], pa.Array]] = {
-        name: _encode(scan.column(name)) for name in (*TYPES, "previous_id")
-    }
+    names = (*TYPES, "previous_id")
+    # Arrow kernels release the GIL: encode the columns on both cores
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        encoded = list(pool.map(_encode, (scan.column(name) for name in names)))
+    raw: dict[str, tuple[NDArray[np.int64], pa.Array]] = dict(zip(names, encoded, strict=True))
     del scan
-    # phones: E.164 values already in the map are fixed points; the rest through Python
-    codes, values = raw["phone"]
-    stored = con.sql("SELECT id_value FROM identities WHERE id_type = 'phone'").to_arrow_table()
-    known = pc.is_in(values, value_set=stored.column(0).combine_chunks())
-    known = known.to_numpy(zero_copy_only=False)
-    unknown = np.flatnonzero(~np.asarray(known, dtype=bool))
-    normalised = values.to_numpy(zero_copy_only=False).astype(object)
-    normalised[unknown] = [normalise_phone(v) for v in values.take(pa.array(unknown)).to_pylist()]
-    raw["phone"] = (codes, pa.array(normalised, pa.string()))
     # an alias's previous id is a user id if it is one, else an anonymous id
     prev_codes, prev_values = raw.pop("previous_id")
     is_user = pc.is_in(prev_values, value_set=raw["user_id"][1]).to_numpy(zero_copy_only=False)
@@ -128,13 +100,14 @@ def rebuild(con: duckdb.DuckDBPyConnection, blocked: list[str],
     node_values: list[pa.Array] = []
     node_types: list[str] = []
     dictionaries: dict[str, pa.Array] = {}
-    offsets: dict[str, int] = {}
     for id_type in TYPES:
         parts = [(c, v) for c, v in per_type[id_type] if bool((c >= 0).any())]
-        if id_type != "phone" and len(parts) <= 1:  # the common case: one distinct source
+        if len(parts) <= 1:  # the common case: one distinct source
             codes, values = parts[0] if parts else per_type[id_type][0]
-            distinct, code_map = _number(con, values.cast(pa.string()), codes, blocked_list)
-            dictionaries[id_type], offsets[id_type] = distinct, offset
+            # text order decides ties only between two user ids of one event (an alias)
+            distinct, code_map = _number(values.cast(pa.string()), codes, blocked_values,
+                                         text_order=id_type == "user_id")  # fmt: skip
+            dictionaries[id_type] = distinct
             node = np.where(codes >= 0, code_map[np.maximum(codes, 0)] if len(code_map) else -1,
                             -1)  # fmt: skip
             columns.append(np.where(node >= 0, node + offset, -1))
@@ -147,10 +120,9 @@ def rebuild(con: duckdb.DuckDBPyConnection, blocked: list[str],
             v.cast(pa.string()).take(pa.array(np.flatnonzero(
                 np.bincount(c[c >= 0], minlength=len(v)))))
             for c, v in per_type[id_type]])  # fmt: skip
-        keep = _kept(con, merged, blocked_list)
-        distinct = pc.unique(merged.filter(keep))
+        distinct = pc.unique(merged.filter(pa.array(_kept(merged, blocked_values))))
         distinct = distinct.take(pc.sort_indices(distinct))  # text order within the type
-        dictionaries[id_type], offsets[id_type] = distinct, offset
+        dictionaries[id_type] = distinct
         for codes, values in per_type[id_type]:
             position = pc.index_in(values.cast(pa.string()), value_set=distinct)
             lookup = position.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
@@ -164,28 +136,20 @@ def rebuild(con: duckdb.DuckDBPyConnection, blocked: list[str],
     label, hub = found.label, found.hub
 
     # the incremental map, by node
-    nodes_of, persons_of = [], []
-    for id_type in TYPES:
-        live = con.sql("SELECT id_value, person_id FROM identities WHERE id_type = ?",
-                       params=[id_type]).to_arrow_table()  # fmt: skip
-        position = pc.index_in(live.column("id_value"), value_set=dictionaries[id_type])
-        where = position.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
-        nodes_of.append(np.where(where >= 0, where + offsets[id_type], -1))
-        persons_of.append(live.column("person_id"))
-    live_node = np.concatenate(nodes_of)
-    person_codes, person_values = _encode(pa.chunked_array(
-        [c for column in persons_of for c in column.chunks], pa.string()))
+    all_values = pa.concat_arrays(node_values) if node_values else pa.array([], pa.string())
+    live_node, person_codes, person_name = _incremental(
+        con, all_values, [len(dictionaries[t]) for t in TYPES])
     matched = live_node >= 0
     matched[matched] &= label[live_node[matched]] >= 0
     comp_of, person_of = label[live_node[matched]], person_codes[matched]
-    split, merged_only = _disagree(comp_of, person_of, found.count, len(person_values))
+    split, merged_only = _disagree(comp_of, person_of, found.count,
+                                   int(person_codes.max(initial=-1)) + 1)  # fmt: skip
     in_live = np.zeros(n_nodes, dtype=bool)
     in_live[live_node[live_node >= 0]] = True
     user_nodes = len(dictionaries["user_id"])
     several_users = np.bincount(label[:user_nodes][label[:user_nodes] >= 0],
                                 minlength=found.count) > 1  # fmt: skip
-    all_values = pa.concat_arrays(node_values) if node_values else pa.array([], pa.string())
-    examples = _examples(split, comp_of, person_of, person_values, label, node_types,
+    examples = _examples(split, comp_of, person_of, person_name, label, node_types,
                          all_values)  # fmt: skip
     return {
         "identifiers": n_nodes,
@@ -198,6 +162,52 @@ def rebuild(con: duckdb.DuckDBPyConnection, blocked: list[str],
         "agrees": not split.any() and not merged_only.any(),
         "examples": examples,
     }
+
+
+def _incremental(con: duckdb.DuckDBPyConnection, node_values: pa.Array, sizes: list[int],
+                 by_hash: bool = True
+                 ) -> tuple[NDArray[np.int64], NDArray[np.int64], Callable[[int], str]]:
+    """Per stored identity: its rebuilt node (-1 if none) and a person code; and a
+    function naming a person code. ``node_values`` are the rebuilt nodes' values in node
+    order, ``sizes`` how many of them each type in :data:`TYPES` has.
+
+    The engine joins ``identities`` to the nodes (no string hashing in Python). Persons
+    are coded by a 64-bit hash of their id; ``persons.person_id`` is unique, so if the
+    hashes of all persons are distinct too the codes are exact. Otherwise (never seen; or
+    ``by_hash=False``) the ids themselves are dictionary-encoded.
+    """
+    if by_hash:
+        [(total, distinct)] = con.execute(
+            "SELECT count(*), count(DISTINCT hash(person_id)) FROM persons").fetchall()
+        by_hash = total == distinct
+    kinds = pa.DictionaryArray.from_arrays(
+        pa.array(np.repeat(np.arange(len(TYPES), dtype=np.int32), sizes)),
+        pa.array(TYPES, pa.string()))  # fmt: skip
+    nodes = pa.table({"t": kinds, "v": node_values,
+                      "node": pa.array(np.arange(len(node_values), dtype=np.int64))})  # fmt: skip
+    con.register("_rebuilt_nodes", nodes)
+    try:
+        live = con.sql(
+            "SELECT coalesce(n.node, -1) AS node, "
+            f"{'hash(i.person_id)' if by_hash else 'i.person_id'} AS person FROM identities i "
+            "LEFT JOIN _rebuilt_nodes n ON n.t = i.id_type AND n.v = i.id_value"
+        ).to_arrow_table()
+    finally:
+        con.unregister("_rebuilt_nodes")
+    node = live.column("node").to_numpy().astype(np.int64)
+    if not by_hash:
+        codes, values = _encode(live.column("person"))
+        return node, codes, lambda code: str(values[code].as_py())
+    person = pc.dictionary_encode(live.column("person").combine_chunks())
+    hashes = person.dictionary.to_numpy()
+    inverse = person.indices.to_numpy()
+
+    def name(code: int) -> str:
+        rows = con.execute("SELECT any_value(person_id) FROM identities "
+                           "WHERE hash(person_id) = ?", [int(hashes[code])]).fetchall()
+        return str(rows[0][0]) if rows else ""
+
+    return node, inverse.astype(np.int64), name
 
 
 def _disagree(comp: NDArray[np.int64], person: NDArray[np.int64], n_comps: int,
@@ -215,7 +225,7 @@ def _disagree(comp: NDArray[np.int64], person: NDArray[np.int64], n_comps: int,
 
 
 def _examples(split: NDArray[np.bool_], comp_of: NDArray[np.int64],
-              person_of: NDArray[np.int64], person_values: pa.Array,
+              person_of: NDArray[np.int64], person_name: Callable[[int], str],
               label: NDArray[np.int64], node_types: list[str],
               node_values: pa.Array) -> list[dict[str, Any]]:  # fmt: skip
     """Up to five split components, named (as the SQL rebuild does) by their smallest
@@ -231,7 +241,7 @@ def _examples(split: NDArray[np.bool_], comp_of: NDArray[np.int64],
     spanned: dict[int, set[str]] = {}
     for comp, person in zip(comp_of.tolist(), person_of.tolist(), strict=True):
         if comp in names:
-            spanned.setdefault(comp, set()).add(person_values[person].as_py())
+            spanned.setdefault(comp, set()).add(person_name(person))
     named = sorted((names[c], sorted(spanned.get(c, ()))) for c in bad.tolist())
     named.sort()
     return [{"component": c, "persons": p} for c, p in named[:5]]

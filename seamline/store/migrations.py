@@ -7,9 +7,17 @@ transaction as the append, and an integer key keeps the index fast.
 
 from __future__ import annotations
 
-from seamline.store import accounts, identity, moments, places
+from collections.abc import Callable
 
-MIGRATIONS: tuple[tuple[int, str, str], ...] = (
+import duckdb
+
+from seamline.identity.identifiers import IdentityRules
+from seamline.store import accounts, contacts, identity, moments, places
+
+#: SQL text, or a function of (connection, identity rules) for a migration that needs Python
+Step = str | Callable[[duckdb.DuckDBPyConnection, IdentityRules], None]
+
+MIGRATIONS: tuple[tuple[int, str, Step], ...] = (
     (
         1,
         "collect: sources, tokens, events, failed events, counters",
@@ -99,4 +107,6 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     (4, "accounts: dashboard accounts, recovery codes, audit log", accounts.MIGRATION),
     (5, "moments: workspace places and per-person place state (location moments)",
      places.MIGRATION),
+    (6, "events: contact_email and contact_phone columns (normalised), filled from the JSON",
+     contacts.migrate),
 )

@@ -354,19 +354,36 @@ def count_late_cancels(con: Connection, instance_ids: list[str]) -> None:
         )
 
 
-def due_instances(con: Connection, now: datetime, limit: int) -> list[tuple[Any, ...]]:
-    """Open instances whose timer has run out, oldest first.
+def due_instances(con: Connection, now: datetime, limit: int,
+                  only: Sequence[str] | None = None) -> list[tuple[Any, ...]]:  # fmt: skip
+    """Open instances whose timer has run out, oldest first (``only``: of these ids).
 
     Rows: (instance_id, rule_id, canonical person, trigger_ts, deadline_ts, due_at, status,
     trigger).
     """
+    among = "" if only is None else "AND i.instance_id IN (SELECT unnest(?::VARCHAR[])) "
     return con.execute(
         "SELECT i.instance_id, i.rule_id, coalesce(o.new_person_id, i.person_id), i.trigger_ts, "
         "i.deadline_ts, i.due_at, i.status, i.trigger "
         "FROM moment_instances i LEFT JOIN person_overrides o ON o.old_person_id = i.person_id "
-        "WHERE i.status IN ('waiting', 'held') AND i.fire_at <= ? ORDER BY i.fire_at LIMIT ?",
-        [now, limit],
+        f"WHERE i.status IN ('waiting', 'held') AND i.fire_at <= ? {among}"
+        "ORDER BY i.fire_at LIMIT ?",
+        [now, *([] if only is None else [list(only)]), limit],
     ).fetchall()
+
+
+def undecide(con: Connection, instance_ids: Sequence[str]) -> None:
+    """Undo decisions taken in the open transaction: the instances wait again (for the
+    scheduler) and their outbox rows go. Only for instances decided in this transaction."""
+    ids = [list(instance_ids)]
+    con.execute(
+        "DELETE FROM moment_deliveries WHERE instance_id IN (SELECT unnest(?::VARCHAR[]))", ids
+    )
+    con.execute(
+        "UPDATE moment_instances SET status = 'waiting', reason = NULL, fire_at = due_at, "
+        "decided_at = NULL WHERE instance_id IN (SELECT unnest(?::VARCHAR[]))",
+        ids,
+    )
 
 
 def next_fire_at(con: Connection) -> datetime | None:
@@ -582,12 +599,20 @@ def list_deliveries(con: Connection, *, failed_only: bool, rule_id: str | None, 
 
 # -- counters and stats -------------------------------------------------------------------
 def bump_counters(con: Connection, counts: dict[tuple[str, str], int]) -> None:
-    for (rule_id, name), value in counts.items():
-        con.execute(
-            "INSERT INTO moment_counters VALUES (?, ?, ?) "
-            "ON CONFLICT DO UPDATE SET value = moment_counters.value + excluded.value",
-            [rule_id, name, value],
-        )
+    """Add to per-rule counters, all in one statement."""
+    counts = {key: value for key, value in counts.items() if value}
+    if not counts:
+        return
+    table = pa.table({
+        "rule_id": pa.array([rule_id for rule_id, _ in counts], _S),
+        "name": pa.array([name for _, name in counts], _S),
+        "value": pa.array(list(counts.values()), pa.int64()),
+    })  # fmt: skip
+    _stage(
+        con, "_moment_counts", table,
+        "INSERT INTO moment_counters SELECT rule_id, name, value FROM _moment_counts "
+        "ON CONFLICT DO UPDATE SET value = moment_counters.value + excluded.value",
+    )  # fmt: skip
 
 
 def stats(con: Connection) -> dict[str, dict[str, int]]:

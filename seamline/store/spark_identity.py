@@ -1,8 +1,10 @@
 """The identity rebuild on Spark: connected components over the lake's identifiers.
 
 The same rules as the DuckDB rebuild (:func:`seamline.store.identity.rebuild`), as
-DataFrames: identifiers are re-derived from every lake event (user, anonymous, device
-ids, emails, E.164 phones, alias previous ids), placeholders are dropped, each event
+DataFrames: identifiers are read from every lake event (user, anonymous, device ids, alias
+previous ids, and the normalised ``contact_email`` / ``contact_phone`` columns; only events
+exported before those columns existed have their email and phone re-derived from the JSON,
+phones through libphonenumber), placeholders are dropped, each event
 links its identifiers as a star from its highest-priority identifier, a device or
 contact key seen with two user ids is a shared *hub* that links nobody, and two user
 ids never link directly. Components are found by min-label propagation with pointer
@@ -40,13 +42,22 @@ def observations(events: DataFrame, blocked: list[str],
     from pyspark.sql import functions as F
 
     identify = F.col("type") == "identify"
+    if {"contact_email", "contact_phone"} <= set(events.columns):
+        # stored normalised (seamline.store.contacts): the JSON is read only for events
+        # exported before the columns existed, or whose value was invalid (null)
+        stored_email, stored_phone = F.col("contact_email"), F.col("contact_phone")
+    else:
+        stored_email = stored_phone = F.lit(None).cast("string")
     src = events.select(
         F.concat_ws("\x00", "source", "message_id").alias("ev"),
         "type", "user_id", "anonymous_id", "device_id", "previous_id",
-        F.when(identify, F.coalesce(_json("traits", "$.email"), _json("context", "$.traits.email")))
-        .otherwise(_json("context", "$.traits.email")).alias("email"),
-        F.when(identify, F.coalesce(_json("traits", "$.phone"), _json("context", "$.traits.phone")))
-        .otherwise(_json("context", "$.traits.phone")).alias("phone"),
+        stored_email.alias("stored_email"), stored_phone.alias("stored_phone"),
+        F.when(stored_email.isNull(), F.when(identify, F.coalesce(
+            _json("traits", "$.email"), _json("context", "$.traits.email")))
+            .otherwise(_json("context", "$.traits.email"))).alias("email"),
+        F.when(stored_phone.isNull(), F.when(identify, F.coalesce(
+            _json("traits", "$.phone"), _json("context", "$.traits.phone")))
+            .otherwise(_json("context", "$.traits.phone"))).alias("phone"),
     )  # fmt: skip
     email = F.trim(F.col("email"))
     parts = [
@@ -61,6 +72,10 @@ def observations(events: DataFrame, blocked: list[str],
         .select("ev", F.lit("email").alias("t"), F.lower(email).alias("v")),
         src.where(F.col("phone").isNotNull())
         .select("ev", F.lit("phone").alias("t"), F.col("phone").alias("v")),
+        src.where(F.col("stored_email").isNotNull())
+        .select("ev", F.lit("email").alias("t"), F.col("stored_email").alias("v")),
+        src.where(F.col("stored_phone").isNotNull())  # E.164 already: no libphonenumber
+        .select("ev", F.lit("e164").alias("t"), F.col("stored_phone").alias("v")),
         src.where((F.col("type") == "alias") & F.col("previous_id").isNotNull())
         .select("ev", F.lit("previous_id").alias("t"), F.trim("previous_id").alias("v")),
     ]  # fmt: skip
@@ -81,8 +96,9 @@ def observations(events: DataFrame, blocked: list[str],
               .mapInArrow(to_e164, schema))  # fmt: skip
     normalised = (
         raw.join(phones, (raw.t == "phone") & (raw.v == phones.raw), "left")
-        .select("ev", "t", F.when(F.col("t") == "phone", F.col("e164"))
-                .otherwise(F.col("v")).alias("v"))
+        .select("ev", F.when(F.col("t") == "e164", F.lit("phone")).otherwise(F.col("t"))
+                .alias("t"),
+                F.when(F.col("t") == "phone", F.col("e164")).otherwise(F.col("v")).alias("v"))
     )  # fmt: skip
     folded = F.expr("lower(trim(BOTH '\"\\'' FROM trim(v)))")
     placeholder = folded.isin(*blocked) if blocked else F.lit(False)

@@ -33,6 +33,7 @@ from seamline.errors import Overloaded, SeamlineError, StoreUnavailable
 from seamline.events import EventRows, FailedEvent
 from seamline.identity.service import IdentityService
 from seamline.store.database import Store, is_fatal
+from seamline.store.stored import StoredKeys
 
 log = logging.getLogger("seamline.writer")
 T = TypeVar("T")
@@ -73,6 +74,23 @@ class _Call:
     changes_data: bool = True
 
 
+def _owned_counts(owned: list[list[tuple[str, str]]], stored: set[tuple[str, str]],
+                  suppressed: set[tuple[str, str]]) -> list[tuple[int, int]]:  # fmt: skip
+    """(stored, suppressed) per request; a key repeated across requests counts for its first."""
+    counts = []
+    for keys in owned:
+        mine = dropped = 0
+        for key in keys:
+            if key in stored:
+                stored.discard(key)
+                mine += 1
+            elif key in suppressed:
+                suppressed.discard(key)
+                dropped += 1
+        counts.append((mine, dropped))
+    return counts
+
+
 class Writer:
     """Owns the write connection. Start with :meth:`start`, stop with :meth:`stop`."""
 
@@ -101,6 +119,9 @@ class Writer:
         self.group_commit_wait = group_commit_wait_ms / 1000
         self.retry_after_seconds = retry_after_seconds
         self.commits = 0
+        # events a second the writer commits while busy (moving average over groups):
+        # what turns the queue's length into a wait, see :meth:`expected_wait`
+        self.commit_rate = 0.0
         # bumped after every COMMIT (events, identities, calls), before the caller hears of
         # it: results computed at an older version are stale (seamline.analytics.cache)
         self.data_version = 0
@@ -113,7 +134,7 @@ class Writer:
         self._unlogged = 0
         self._listeners: list[Callable[[EventRows], None]] = []
         self._hooks: list[
-            Callable[[duckdb.DuckDBPyConnection, EventRows, set[tuple[str, str]]], None]
+            Callable[[duckdb.DuckDBPyConnection, EventRows, StoredKeys], None]
         ] = []
 
     # -- public ------------------------------------------------------------------
@@ -124,6 +145,11 @@ class Writer:
     @property
     def queued_events(self) -> int:
         return self._queued_events
+
+    def expected_wait(self) -> float:
+        """Seconds the queued events will take to commit at the recent commit rate."""
+        rate = self.commit_rate
+        return self._queued_events / rate if rate > 0 else 0.0
 
     @property
     def healthy(self) -> bool:
@@ -160,7 +186,7 @@ class Writer:
         self._listeners.append(listener)
 
     def add_transaction_hook(
-        self, hook: Callable[[duckdb.DuckDBPyConnection, EventRows, set[tuple[str, str]]], None]
+        self, hook: Callable[[duckdb.DuckDBPyConnection, EventRows, StoredKeys], None]
     ) -> None:
         """Call ``hook(connection, rows, stored_keys)`` inside each group's transaction.
 
@@ -248,8 +274,10 @@ class Writer:
                 self._run_call(group[0])
             else:
                 appends = [job for job in group if isinstance(job, _Append)]
+                started = time.monotonic()
                 try:
                     self._commit(appends)
+                    self._measure(sum(job.size for job in appends), time.monotonic() - started)
                 except Exception as exc:  # noqa: BLE001 - isolate the poisoned request
                     if len(appends) == 1 or self._broken is not None:
                         for job in appends:
@@ -261,6 +289,12 @@ class Writer:
                                 self._commit([job])
                             except Exception as single_exc:  # noqa: BLE001
                                 self._fail(job, single_exc)
+
+    def _measure(self, events: int, seconds: float) -> None:
+        if events >= 100 and seconds > 0:  # tiny groups say more about latency than rate
+            rate = events / seconds
+            self.commit_rate = rate if not self.commit_rate else (
+                0.8 * self.commit_rate + 0.2 * rate)  # fmt: skip
 
     def _commit(self, jobs: list[_Append]) -> None:
         rows = EventRows()
@@ -305,15 +339,12 @@ class Writer:
                 listener(rows)
             except Exception:  # a listener must never break ingest
                 log.exception("a commit listener failed")
-        for job, keys in zip(jobs, owned, strict=True):
-            mine = dropped = 0
-            for key in keys:
-                if key in stored:
-                    stored.discard(key)  # count each stored key for its first owner only
-                    mine += 1
-                elif key in suppressed:
-                    suppressed.discard(key)
-                    dropped += 1
+        if stored.every and unique and not suppressed:  # the common case: no per-key work
+            counts = [(len(keys), 0) for keys in owned]
+        else:
+            counts = _owned_counts(owned, set(rows.keys()) if stored.every else stored.keys,
+                                   suppressed)  # fmt: skip
+        for job, keys, (mine, dropped) in zip(jobs, owned, counts, strict=True):
             reasons: dict[str, int] = {}
             for failure in job.failed:
                 reasons[failure.reason] = reasons.get(failure.reason, 0) + 1

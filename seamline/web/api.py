@@ -66,6 +66,7 @@ class SourceStats(BaseModel):
     events: int
     failed_events: int
     last_received_at: str | None
+    rate_limited: int = 0  # requests refused with 429 (setting ingest_rate_limit)
 
 
 class StatsOut(BaseModel):
@@ -74,6 +75,7 @@ class StatsOut(BaseModel):
     failed_events: int
     dropped_unknown_key: int
     dropped_suppressed: int
+    rate_limited: int = 0
     sources: list[SourceStats]
 
 

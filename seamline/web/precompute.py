@@ -1,8 +1,10 @@
 """Background precompute: the dashboard's default views, recomputed after commits.
 
-A first visit to the overview (or the journeys, seams and retention pages with their
-default filters) is then served from :class:`seamline.analytics.cache.ResultCache`
-instead of scanning a million events. The thread wakes on each commit that stored events
+The sorted sequence snapshot (:mod:`seamline.analytics.snapshot`) is built first, so the
+jobs and any ad-hoc analysis of the same data version skip the sort. A first visit to the
+overview (or the journeys, seams and retention pages with their default filters) is then
+served from :class:`seamline.analytics.cache.ResultCache` instead of scanning a million
+events. The thread wakes on each commit that stored events
 (a writer listener) and also checks the data version every ``interval`` seconds (other
 commits: forget, sources), but recomputes at most once per ``interval`` seconds, so a
 busy ingest costs one round of analyses per interval, not one per commit. A round
@@ -73,6 +75,15 @@ class Precompute:
     def _round(self) -> None:
         version = self.workspace.data_version
         computed = 0
+        try:  # the sorted sequence snapshot first: the jobs and later ad-hoc analyses use it
+            self.workspace.prepare()
+        except SeamlineError as exc:
+            log.info("precompute of the sequence snapshot skipped: %s", exc.message)
+            return
+        except Exception:
+            if self._stop.is_set():
+                return
+            log.exception("precompute of the sequence snapshot failed")
         for analysis, params in self.jobs:
             if self._stop.is_set():
                 return
