@@ -115,3 +115,45 @@ def test_bulk_world_loads_with_a_person_map_the_rebuild_agrees_with(tmp_path: Pa
         assert report["components"] == ws.stats()["persons"] == len(set(world.person_of_event))
         funnel = ws.funnel(["App Opened", "Product Viewed"], "1d").to_dict()
         assert funnel["steps"][0]["people"] > funnel["steps"][1]["people"] > 0
+
+
+def test_identities_match_nodes_of_their_own_type_and_text(data_dir: Path) -> None:
+    """The incremental map joins the rebuilt nodes by (type, value hash), confirmed on the
+    text: a value of another type, or one no node has, matches nothing."""
+    from seamline.store.identity_rebuild import TYPES
+
+    with seamline.Workspace(data_dir, seamline.settings.Settings(phone_region="GB")) as ws:
+        load(ws, journey())
+        # nodes in type order: user_id 'u-ana'; anonymous_id 'u-ana' (same text, other
+        # type), 'web-9' and 'nobody'
+        sizes = [1 if t in ("user_id",) else 3 if t == "anonymous_id" else 0 for t in TYPES]
+        values = pa.array(["u-ana", "u-ana", "web-9", "nobody"])
+        with ws.store.cursor() as cur:
+            rows = cur.execute("SELECT id_type, id_value, person_id FROM identities").fetchall()
+            nodes, keys, name = _incremental(cur, values, sizes)
+            matched = {(rows[i][0], rows[i][1]): int(n) for i, n in enumerate(nodes) if n >= 0}
+            assert matched == {("user_id", "u-ana"): 0, ("anonymous_id", "web-9"): 2}
+            assert {name(int(k)) for k in keys} == {r[2] for r in rows}
+
+
+def test_disagreements_are_counted_per_component_and_per_person() -> None:
+    import numpy as np
+
+    from seamline.store.identity_rebuild import _disagree
+
+    rng = np.random.default_rng(7)
+    for _ in range(300):
+        rows = int(rng.integers(0, 40))
+        n_comps = int(rng.integers(1, 8))
+        comp = rng.integers(0, n_comps, rows)
+        # person keys are hashes in the rebuild: any distinct int64s, negative ones too
+        person = rng.choice(np.array([-(2**63), -5, 3, 2**62, 17]), rows)
+        split, merged_only = _disagree(comp, person, n_comps)
+        pairs = set(zip(comp.tolist(), person.tolist(), strict=True))
+        per_comp: dict[int, set[int]] = {}
+        per_person: dict[int, set[int]] = {}
+        for c, p in pairs:
+            per_comp.setdefault(c, set()).add(p)
+            per_person.setdefault(p, set()).add(c)
+        assert split.tolist() == [len(per_comp.get(c, ())) > 1 for c in range(n_comps)]
+        assert merged_only == sum(len(cs) > 1 for cs in per_person.values())

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy.sparse import coo_matrix
+from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import connected_components
 
 _NONE = np.iinfo(np.int64).max
@@ -44,26 +44,27 @@ def components(columns: list[NDArray[np.int64]], n_nodes: int, n_user_nodes: int
         linked = (column >= 0) & (column != top)
         sources.append(top[linked])
         targets.append(column[linked])
-    a = np.concatenate(sources)
+    a = np.concatenate(sources)  # the event's strongest node: a < b on every link
     b = np.concatenate(targets)
     # hubs: non-user nodes whose user neighbours differ (min != max over the links)
-    a_user, b_user = a < n_user_nodes, b < n_user_nodes
-    mixed = a_user != b_user
-    other = np.where(a_user, b, a)[mixed]
-    user = np.where(a_user, a, b)[mixed]
+    user_user = b < n_user_nodes
+    mixed = (a < n_user_nodes) & ~user_user
+    other, user = b[mixed], a[mixed]
     low = np.full(n_nodes, _NONE, dtype=np.int64)
     high = np.full(n_nodes, -1, dtype=np.int64)
     np.minimum.at(low, other, user)
     np.maximum.at(high, other, user)
     hub = (high >= 0) & (low != high)
-    keep = ~(a_user & b_user) & ~hub[a] & ~hub[b]
-    graph = coo_matrix((np.ones(int(keep.sum()), dtype=np.int8), (a[keep], b[keep])),
+    keep = ~user_user & ~hub[a] & ~hub[b] if hub.any() else ~user_user
+    kept = int(keep.sum())
+    # CSR with float64 weights and int32 indices: what csgraph works on (no conversions)
+    index = np.int32 if n_nodes < 2**31 else np.int64
+    graph = csr_matrix((np.ones(kept), (a[keep].astype(index), b[keep].astype(index))),
                        shape=(n_nodes, n_nodes))  # fmt: skip
-    _, labels = connected_components(graph, directed=False)
-    labels = labels.astype(np.int64)
-    labels[hub] = -1
-    kept = labels[labels >= 0]
-    # renumber densely so hubs' own singleton components vanish from the count
-    _, dense = np.unique(kept, return_inverse=True)
-    labels[labels >= 0] = dense
-    return Components(labels, hub, int(dense.max()) + 1 if len(dense) else 0)
+    count, labels = connected_components(graph, directed=False)
+    # renumber densely (in the same order) so hubs' own singleton components vanish
+    present = np.zeros(count, dtype=bool)
+    present[labels[~hub]] = True
+    dense = np.cumsum(present, dtype=np.int64) - 1
+    labels = np.where(hub, -1, dense[labels])
+    return Components(labels, hub, int(present.sum()))
