@@ -14,10 +14,12 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 import seamline
+from seamline.analytics import sequences
 from seamline.analytics.runner import Analyses
 
 T0 = datetime(2026, 11, 2, 9, 0)
@@ -115,6 +117,57 @@ def test_snapshot_answers_as_the_sql_path(world: tuple[list[tuple[Any, ...]], li
                 assert from_snapshot[name] == expected, name
         finally:
             ws.close()
+
+
+@settings(max_examples=12, deadline=None, phases=[Phase.explicit, Phase.reuse, Phase.generate],
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])  # fmt: skip
+@given(world_strategy)
+def test_chunked_kernels_answer_as_one_chunk(world: tuple[list[tuple[Any, ...]], list[int]]
+                                             ) -> None:  # fmt: skip
+    """The funnel, journey and seams kernels run chunk by chunk (a chunk never splits a
+    person); with chunks of one to three rows they answer exactly as with one chunk, from
+    the snapshot (rows gathered per chunk) and from the SQL path's tables (slices)."""
+    events, merges = world
+    with tempfile.TemporaryDirectory() as tmp:
+        ws = build(Path(tmp) / "ws", events, merges)
+        saved = sequences.CHUNK_ROWS
+        try:
+            sql = Analyses(ws.store, ws.settings)
+            whole = analyses(sql)  # a few dozen rows: one chunk
+            for size, target in ((3, ws), (1, sql), (2, ws)):
+                sequences.CHUNK_ROWS = size
+                chunked = analyses(target)
+                for name, expected in whole.items():
+                    assert chunked[name] == expected, (size, name)
+        finally:
+            sequences.CHUNK_ROWS = saved
+            ws.close()
+
+
+def test_chunks_never_split_a_person() -> None:
+    person = np.array([0, 0, 0, 1, 2, 2, 5, 5, 5, 5, 7], dtype=np.int32)
+    ts = np.arange(len(person), dtype=np.int64)
+    whole = sequences.SequenceArrays(person, ts)
+    pieces = [chunk.person.tolist() for chunk in whole.chunks(2)]
+    assert pieces == [[0, 0, 0], [1, 2, 2], [5, 5, 5, 5], [7]]
+    rows = np.array([1, 2, 4, 5, 7, 9, 10], dtype=np.int64)  # a snapshot's chosen rows
+    chosen = sequences.SequenceArrays(person, ts, rows=rows)
+    pieces = [chunk.ts.tolist() for chunk in chosen.chunks(1)]
+    assert pieces == [[1, 2], [4, 5], [7, 9], [10]]
+    assert np.concatenate(pieces).tolist() == rows.tolist()
+
+
+def test_funnels_of_more_steps_than_mask_bits(tmp_path: Path) -> None:
+    """Up to 64 steps and exclusions travel as one bit mask per row; more fall back to a
+    flag per step, with the same answer as the SQL path."""
+    events = [(0, m, "AB"[m % 2], 0, None, False) for m in range(70)]
+    events += [(1, m, "AB"[m % 2], 1, None, False) for m in range(0, 70, 3)]
+    with build(tmp_path / "ws", events, []) as ws:
+        sql = Analyses(ws.store, ws.settings)
+        for steps in (["A", "B"] * 20, ["A", "B"] * 33):
+            expected = sql.funnel(steps, "1d", end=END, exclude=["C"]).to_dict()
+            assert ws.funnel(steps, "1d", end=END, exclude=["C"]).to_dict() == expected
+            assert expected["steps"][-1]["people"] == 1  # person 0 alternates 70 times
 
 
 def test_merged_persons_and_ties_are_covered(tmp_path: Path) -> None:

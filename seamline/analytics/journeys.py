@@ -8,12 +8,13 @@ and the median and 90th percentile of the hand-off time (linear interpolation).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
-import pyarrow as pa
 
 from seamline.analytics.definitions import JourneyDefinition
 from seamline.analytics.result import JourneyResult
-from seamline.analytics.sequences import dictionary, distinct, from_table
+from seamline.analytics.sequences import KernelInput, as_arrays
 
 _US = 1_000_000
 
@@ -28,7 +29,8 @@ def _interpolate(low: np.ndarray, high: np.ndarray, offset: np.ndarray) -> np.nd
 def _edge_quantiles(gaps: np.ndarray, starts: np.ndarray, counts: np.ndarray,
                     qs: tuple[float, ...]) -> list[np.ndarray]:  # fmt: skip
     """Per group (contiguous runs of ``gaps``, in microseconds), the ``qs`` quantiles in
-    seconds. A few groups: one ``np.partition`` each (linear time); many: one sort."""
+    seconds. A few groups: one ``np.partition`` each, in place (linear time); many: one
+    sort."""
     offsets = [(counts - 1) * q for q in qs]
     ranks = [np.floor(o).astype(np.int64) for o in offsets]
     lows = [np.empty(len(counts), dtype=np.int64) for _ in qs]
@@ -37,7 +39,8 @@ def _edge_quantiles(gaps: np.ndarray, starts: np.ndarray, counts: np.ndarray,
         for g, (start, count) in enumerate(zip(starts.tolist(), counts.tolist(), strict=True)):
             wanted = sorted({int(r[g]) for r in ranks} | {min(int(r[g]) + 1, count - 1)
                                                           for r in ranks})  # fmt: skip
-            part = np.partition(gaps[start:start + count], wanted)
+            part = gaps[start:start + count]
+            part.partition(wanted)
             for i, r in enumerate(ranks):
                 lows[i][g] = part[r[g]]
                 highs[i][g] = part[min(r[g] + 1, count - 1)]
@@ -50,62 +53,111 @@ def _edge_quantiles(gaps: np.ndarray, starts: np.ndarray, counts: np.ndarray,
     return [_interpolate(lows[i], highs[i], offsets[i]) for i in range(len(qs))]
 
 
-def run_journeys(table: pa.Table, definition: JourneyDefinition) -> JourneyResult:
-    seq = from_table(table)
-    person, ts = seq.person, seq.ts
-    events, event_names = dictionary(table, "event")
-    lanes, lane_names = dictionary(table, "lane")
+@dataclass
+class _Piece:
+    """One chunk's transitions grouped by edge: its edges, their transitions and people,
+    and its gaps in edge order (``bounds``: where each edge's run starts)."""
+
+    edges: np.ndarray
+    counts: np.ndarray
+    people: np.ndarray
+    gaps: np.ndarray
+    bounds: np.ndarray
+
+
+def _piece(person: np.ndarray, ts: np.ndarray, node: np.ndarray, n_nodes: int,
+           pairs: np.ndarray) -> _Piece:  # fmt: skip
+    """The transitions (``pairs``: rows followed by a row of the same person) of one chunk,
+    grouped by edge with one stable sort of the chunk's edge codes (a radix sort below
+    65536 codes)."""
+    following = pairs + 1
+    edge = node[pairs] * node.dtype.type(n_nodes) + node[following]
+    gaps = ts[following] - ts[pairs]  # microseconds, >= 0 (rows are in time order)
+    owners = person[pairs]
+    keys = edge.astype(np.uint16) if n_nodes * n_nodes <= 1 << 16 else edge
+    order = np.argsort(keys, kind="stable")
+    edge, owners, gaps = edge[order], owners[order], gaps[order]
+    bounds = np.flatnonzero(np.concatenate(([len(edge) > 0], edge[1:] != edge[:-1])))
+    counts = np.diff(np.append(bounds, len(edge)))
+    # distinct people per edge: owners ascend within an edge run, so count the changes
+    new_person = np.empty(len(owners), dtype=bool)
+    np.not_equal(owners[1:], owners[:-1], out=new_person[1:])
+    new_person[bounds] = True
+    people = np.add.reduceat(new_person, bounds, dtype=np.int64) if len(bounds) else counts
+    return _Piece(edge[bounds], counts, people, gaps, bounds)
+
+
+def _combine(pieces: list[_Piece]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Every chunk's pieces as one: edges (ascending), transitions, people, and the gaps of
+    all transitions grouped by edge (edges' runs in that order)."""
+    edges_all = np.concatenate([p.edges for p in pieces])
+    unique_edges, inverse = np.unique(edges_all, return_inverse=True)
+    n = len(unique_edges)
+    counts_all = np.concatenate([p.counts for p in pieces])
+    counts = np.bincount(inverse, weights=counts_all, minlength=n).astype(np.int64)
+    people = np.bincount(inverse, weights=np.concatenate([p.people for p in pieces]),
+                         minlength=n).astype(np.int64)  # fmt: skip
+    if len(pieces) == 1:
+        return unique_edges, counts, people, pieces[0].gaps
+    # each piece's runs copied to their edge's place, chunk after chunk: one scatter per
+    # piece (its runs land on contiguous stretches), whatever the number of edges
+    grouped = np.empty(int(counts.sum()), dtype=np.int64)
+    filled = np.cumsum(counts) - counts
+    at = 0
+    for piece in pieces:
+        targets = inverse[at:at + len(piece.edges)]
+        at += len(piece.edges)
+        shift = filled[targets] - piece.bounds  # where each run goes, minus where it is
+        grouped[np.repeat(shift, piece.counts) + np.arange(len(piece.gaps))] = piece.gaps
+        filled[targets] += piece.counts
+        piece.gaps = grouped[:0]  # free the chunk's copy
+    return unique_edges, counts, people, grouped
+
+
+def run_journeys(table: KernelInput, definition: JourneyDefinition) -> JourneyResult:
+    data = as_arrays(table, ("event", "lane"))
+    event_names, lane_names = data.text["event"][1], data.text["lane"][1]
     n_lanes = len(lane_names)
-    node = events * n_lanes + lanes
-    if definition.from_event is not None:
-        # each person's journey starts at their first occurrence of from_event
-        start_code = event_names.index(definition.from_event) if (
-            definition.from_event in event_names) else -1  # fmt: skip
-        hit = events == start_code
-        seen = np.zeros(len(person), dtype=np.int64)
-        if len(person):
+    n_nodes = max(len(event_names) * n_lanes, 1)
+    # node and edge codes in 32 bits when they fit (half the memory traffic of int64)
+    wide = np.int32 if n_nodes * n_nodes < 2**31 else np.int64
+    start_code = event_names.index(definition.from_event) if (
+        definition.from_event in event_names) else -1  # fmt: skip
+    pieces: list[_Piece] = []
+    start_tally = np.zeros(n_nodes, dtype=np.int64)
+    end_tally = np.zeros(n_nodes, dtype=np.int64)
+    n_people = 0
+    # chunk by chunk (never splitting a person): each chunk's temporaries stay small
+    for chunk in data.chunks():
+        person, ts = chunk.person, chunk.ts
+        events, lanes = np.asarray(chunk.text["event"][0]), np.asarray(chunk.text["lane"][0])
+        node = events.astype(wide, copy=False) * n_lanes + lanes.astype(wide, copy=False)
+        if definition.from_event is not None and len(person):
+            # each person's journey starts at their first occurrence of from_event
+            hit = events == start_code
             boundary = np.concatenate(([True], person[1:] != person[:-1]))
             cumulative = np.cumsum(hit)
             base = np.maximum.accumulate(np.where(boundary, cumulative - hit, 0))
-            seen = cumulative - base
-        keep = seen > 0
-        person, ts, node = person[keep], ts[keep], node[keep]
-
-    same = person[1:] == person[:-1] if len(person) else np.zeros(0, dtype=bool)
-    n_nodes = max(int(node.max()) + 1, 1) if len(node) else 1
-    # one edge code per consecutive pair, computed before selecting the pairs of one person
-    wide = np.int32 if n_nodes * n_nodes < 2**31 else np.int64
-    node = node.astype(wide, copy=False)
-    edge = (node[:-1] * wide(n_nodes) + node[1:])[same] if len(node) else node
-    gaps = (ts[1:] - ts[:-1])[same]  # microseconds
-    owners = person[:-1][same]
-    # group the transitions by edge with one stable sort of small compact codes (a radix
-    # sort for < 65536 edges): rows stay in person order inside each edge
-    if n_nodes * n_nodes <= 1 << 24:
-        present = np.bincount(edge, minlength=n_nodes * n_nodes)
-        unique_edges = np.flatnonzero(present)
-        small = np.uint16 if len(unique_edges) <= 1 << 16 else np.int64
-        lookup = np.zeros(n_nodes * n_nodes, dtype=small)
-        lookup[unique_edges] = np.arange(len(unique_edges))
-        compact = lookup[edge]
-        counts = present[unique_edges]
-    else:  # millions of touchpoint kinds: compact codes by sorting
-        unique_edges = distinct(edge.astype(np.int64))
-        compact = np.searchsorted(unique_edges, edge)
-        counts = np.bincount(compact, minlength=len(unique_edges))
-    order = np.argsort(compact, kind="stable")
-    starts = np.cumsum(counts) - counts
-    gaps_sorted, owners_sorted = gaps[order], owners[order]
-    # distinct people per edge: owners ascend within an edge, so count the changes
-    new_person = np.empty(len(owners_sorted), dtype=np.int8)
-    if len(owners_sorted):
-        new_person[0] = 1
-        np.not_equal(owners_sorted[1:], owners_sorted[:-1], out=new_person[1:], casting="unsafe")
-    new_person[starts] = 1
-    running = np.cumsum(new_person, dtype=np.int64)
-    people_counts = running[starts + counts - 1] - running[starts] + 1 if len(starts) else counts
-    medians, p90s = _edge_quantiles(gaps_sorted, starts, counts, (0.5, 0.9)) if len(
-        counts) else (counts, counts)  # fmt: skip
+            keep = cumulative - base > 0
+            person, ts, node = person[keep], ts[keep], node[keep]
+        if not len(person):
+            continue
+        same = person[1:] == person[:-1]
+        pairs = np.flatnonzero(same)
+        # each person's last row is a row not followed by a row of the same person
+        last = np.append(np.flatnonzero(~same), len(person) - 1)
+        first = np.concatenate(([0], last[:-1] + 1))
+        start_tally += np.bincount(node[first], minlength=n_nodes)
+        end_tally += np.bincount(node[last], minlength=n_nodes)
+        n_people += len(first)
+        pieces.append(_piece(person, ts, node, n_nodes, pairs))
+    pieces = [p for p in pieces if len(p.edges)]
+    if pieces:
+        unique_edges, counts, people_counts, gaps = _combine(pieces)
+        starts = np.cumsum(counts) - counts
+        medians, p90s = _edge_quantiles(gaps, starts, counts, (0.5, 0.9))
+    else:
+        unique_edges = counts = people_counts = medians = p90s = np.zeros(0, dtype=np.int64)
     people_of = dict(zip(unique_edges.tolist(), people_counts.tolist(), strict=True))
 
     def label(code: int) -> tuple[str | None, str | None]:
@@ -130,22 +182,15 @@ def run_journeys(table: pa.Table, definition: JourneyDefinition) -> JourneyResul
     if definition.top is not None:
         edges = edges[: definition.top]
 
-    def endpoints(rows: np.ndarray) -> list[dict]:
-        tally = np.bincount(node[rows], minlength=n_nodes)
+    def endpoints(tally: np.ndarray) -> list[dict]:
         codes = np.flatnonzero(tally)
         people = tally[codes]
         out = [{"event": label(c)[0], lane_key: label(c)[1], "people": int(n)}
                for c, n in zip(codes.tolist(), people.tolist(), strict=True)]  # fmt: skip
         return sorted(out, key=lambda e: (-e["people"], str(e["event"]), str(e[lane_key])))
 
-    if len(person):
-        first = np.concatenate(([True], person[1:] != person[:-1]))
-        last = np.concatenate((person[1:] != person[:-1], [True]))
-        starts_list, ends_list = endpoints(np.flatnonzero(first)), endpoints(np.flatnonzero(last))
-    else:
-        starts_list, ends_list = [], []
     return JourneyResult(
-        {"edges": edges, "starts": starts_list, "ends": ends_list,
-         "people": int(np.count_nonzero(first)) if len(person) else 0, "lane": lane_key},
+        {"edges": edges, "starts": endpoints(start_tally), "ends": endpoints(end_tally),
+         "people": n_people, "lane": lane_key},
         "edges",
     )  # fmt: skip

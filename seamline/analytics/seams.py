@@ -30,17 +30,22 @@ other touchpoints, so the two groups may share persons (an approximation, stated
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 from numpy.typing import NDArray
 
 from seamline.analytics.durations import format_duration
 from seamline.analytics.result import Result
-from seamline.analytics.sequences import dictionary, distinct, from_table
+from seamline.analytics.sequences import (
+    DictionaryIds,
+    KernelInput,
+    SequenceArrays,
+    as_arrays,
+)
 from seamline.analytics.stats import benjamini_hochberg, two_proportion_p, wilson
 
 _US = 1_000_000
@@ -81,15 +86,6 @@ class _Candidate:
     examples: list[str] = field(default_factory=list)
 
 
-def _first_after(rows: NDArray[np.int64], after: NDArray[np.int64], inclusive: bool = False
-                 ) -> tuple[NDArray[np.int64], NDArray[np.bool_]]:  # fmt: skip
-    if len(rows) == 0:
-        return np.zeros_like(after), np.zeros(len(after), dtype=bool)
-    index = np.searchsorted(rows, after, side="left" if inclusive else "right")
-    found = index < len(rows)
-    return rows[np.minimum(index, len(rows) - 1)], found
-
-
 def _first_per(owner: NDArray[np.int64], code: NDArray[np.int64], rows: NDArray[np.int64],
                n_codes: int, in_row_order: bool = True) -> NDArray[np.int64]:  # fmt: skip
     """The first row of each (owner, code) pair; ``owner`` ascends with ``rows`` (persons).
@@ -105,8 +101,37 @@ def _first_per(owner: NDArray[np.int64], code: NDArray[np.int64], rows: NDArray[
     by_code, by_owner = code[order], owner[order]
     new = np.ones(len(order), dtype=bool)
     new[1:] = (by_code[1:] != by_code[:-1]) | (by_owner[1:] != by_owner[:-1])
-    firsts = rows[order[new]]
-    return np.sort(firsts) if in_row_order else firsts
+    if not in_row_order:
+        return rows[order[new]]
+    is_first = np.zeros(len(rows), dtype=bool)  # back in row order without a sort
+    is_first[order[new]] = True
+    return rows[is_first]
+
+
+def _entries_of(person: NDArray[Any], entry: NDArray[np.int64], entry_lanes: NDArray[Any],
+                did: NDArray[np.int64], did_lanes: NDArray[Any], n_lanes: int
+                ) -> tuple[NDArray[np.bool_], NDArray[np.int64]]:  # fmt: skip
+    """For each row of ``did`` (a person's touchpoint), whether its person has an entry row
+    in that lane, and the position in ``entry`` of that entry (for the rows that have one).
+    Entries are unique per (person, lane) and rows of ``did``: a dense table over the
+    chunk's persons when it is small, else a binary search."""
+    if not len(did):
+        return np.zeros(0, dtype=bool), np.zeros(0, dtype=np.int64)
+    low = int(person[did].min())
+    entry_key = (person[entry].astype(np.int64) - low) * n_lanes + entry_lanes
+    did_key = (person[did].astype(np.int64) - low) * n_lanes + did_lanes
+    size = int(did_key.max()) + 1
+    if size <= 1 << 22:
+        slot = np.full(size, -1, dtype=np.int64)
+        slot[entry_key] = np.arange(len(entry_key))
+        found = slot[did_key]
+        has_entry = found >= 0
+        return has_entry, found[has_entry]
+    order = np.argsort(entry_key)
+    at = np.searchsorted(entry_key[order], did_key)
+    has_entry = at < len(order)
+    has_entry[has_entry] = entry_key[order][at[has_entry]] == did_key[has_entry]
+    return has_entry, order[at[has_entry]]
 
 
 def _next_of(marked: NDArray[np.bool_]) -> tuple[NDArray[np.int64], NDArray[np.bool_]]:
@@ -124,165 +149,258 @@ def _next_of(marked: NDArray[np.bool_]) -> tuple[NDArray[np.int64], NDArray[np.b
     return np.minimum(nxt, n - 1), found
 
 
+@dataclass
+class _LaneSums:
+    """Per costly channel: sums over chunks that depend on reaching that channel."""
+
+    followed: NDArray[np.float64]  # per touchpoint: first occurrences followed by a contact
+    loop_followed: NDArray[np.float64]  # ... of those retried at once
+    entry_followed: NDArray[np.float64]  # per channel: entries followed by a contact
+    did_followed: NDArray[np.float64]  # per touchpoint: entries of its doers, followed
+
+
 class _Scan:
-    def __init__(self, table: pa.Table, definition: SeamsDefinition, as_of: datetime):
-        seq = from_table(table, keep_ids=True)
-        self.person, self.ts, self.ids = seq.person, seq.ts, seq.person_ids
-        self.events, self.event_names = dictionary(table, "event")
-        self.lanes, self.lane_names = dictionary(table, "lane")
+    """One pass over the sequences, chunk by chunk (a chunk never splits a person): every
+    candidate's counts are sums over persons, so each chunk adds its share."""
+
+    def __init__(self, table: KernelInput, definition: SeamsDefinition, as_of: datetime):
+        self.data = as_arrays(table, ("event", "lane"), keep_ids=True)
+        self.event_names = self.data.text["event"][1]
+        self.lane_names = self.data.text["lane"][1]
+        ids = self.data.person_ids
+        self.ids: Sequence[str] = DictionaryIds(ids) if ids is not None else []
         self.n_lanes = len(self.lane_names)
-        self.node = self.events * self.n_lanes + self.lanes
-        self.n_nodes = len(self.event_names) * self.n_lanes
+        self.n_nodes = max(len(self.event_names) * self.n_lanes, 1)
         self.definition = definition
         self.as_of = int((as_of - datetime(1970, 1, 1)).total_seconds() * _US)
         # code -> flag tables, then one lookup per row (np.isin would sort)
-        costly_events = np.array([e in definition.costly_events for e in self.event_names])
-        costly_lanes = np.array([c in definition.costly_channels for c in self.lane_names])
-        self.costly = costly_events[self.events] | costly_lanes[self.lanes]
-        outcomes = np.array([e in definition.outcome_events for e in self.event_names])
-        self.outcome = outcomes[self.events]
-        self.rows = np.arange(len(self.person), dtype=np.int64)
+        self.costly_events = np.array([e in definition.costly_events for e in self.event_names],
+                                      dtype=bool)  # fmt: skip
+        self.costly_lanes = np.array([c in definition.costly_channels for c in self.lane_names],
+                                     dtype=bool)  # fmt: skip
+        self.outcomes = np.array([e in definition.outcome_events for e in self.event_names],
+                                 dtype=bool)  # fmt: skip
+        n_nodes, n_lanes = self.n_nodes, self.n_lanes
+        self.first_n = np.zeros(n_nodes, dtype=np.int64)  # people with a closed first A
+        self.loop_n = np.zeros(n_nodes, dtype=np.int64)  # ... who retried A at once
+        self.entry_n = np.zeros(n_lanes, dtype=np.int64)  # people entering each channel
+        self.did_n = np.zeros(n_nodes, dtype=np.int64)  # entries of people who did A
+        self.lanes: dict[int, _LaneSums] = {}
+        self.pair_n: dict[int, int] = {}  # hand-offs per (from, to) pair, and outcomes
+        self.pair_x: dict[int, int] = {}
+        self.pair_tally: NDArray[np.int64] | None = None  # the same, dense, when small
+        self.from_n = np.zeros(n_nodes, dtype=np.int64)
+        self.from_x = np.zeros(n_nodes, dtype=np.int64)
+        # the first people (in person order) behind each possible candidate, collected as
+        # the chunks go by (persons ascend from chunk to chunk) until there are enough
+        self.people: dict[tuple[str, int, int], list[int]] = {}
+        self.enough: dict[tuple[str, int], NDArray[np.bool_]] = {}
 
     def label(self, node: int) -> tuple[str | None, str | None]:
         return self.event_names[node // self.n_lanes], self.lane_names[node % self.n_lanes]
 
-    def examples(self, rows: NDArray[np.int64]) -> list[str]:
-        persons = distinct(self.person[rows])[: self.definition.people_examples]
-        return [self.ids[int(p)] for p in persons]
+    def candidates(self) -> list[_Candidate]:
+        for chunk in self.data.chunks():
+            if len(chunk):
+                self._add(chunk)
+        return self.costly_candidates() + self.outcome_candidates()
 
-    def costly_candidates(self) -> list[_Candidate]:
+    def _add(self, chunk: SequenceArrays) -> None:
         d = self.definition
+        events = np.asarray(chunk.text["event"][0])
+        lanes = np.asarray(chunk.text["lane"][0])
+        person, ts = chunk.person, chunk.ts
+        n = len(person)
+        wide = np.int32 if self.n_nodes < 2**31 else np.int64
+        node = events.astype(wide) * self.n_lanes + lanes.astype(wide)
+        costly = self.costly_events[events] | self.costly_lanes[lanes]
         window = int(d.within.total_seconds() * _US)
-        person, ts, node, lanes = self.person, self.ts, self.node, self.lanes
-        closed = ts + window <= self.as_of
-        eligible = self.rows[~self.costly & closed]
-        # the person's first occurrence of each touchpoint, and of the channel at all
-        first = _first_per(person[eligible], node[eligible], eligible, self.n_nodes)
+        closed = ts <= self.as_of - window
+        # who did each touchpoint at all (open windows too), to keep them out of its
+        # baseline: each person's first row of each touchpoint, in row order
+        touched = np.flatnonzero(~costly)
+        did_rows = _first_per(person[touched], node[touched], touched, self.n_nodes)
+        # the first occurrences that count: rows are in time order per person, so a
+        # touchpoint's first row is closed when any of its rows is
+        first = did_rows[closed[did_rows]]
         # a person's first row in a channel is the first row of one of its touchpoints
-        entry = _first_per(person[first], lanes[first], first, self.n_lanes)
-        entry_key = person[entry] * self.n_lanes + lanes[entry]
-        order = np.argsort(entry_key)
-        entry_sorted, entry_key_sorted = entry[order], entry_key[order]
-        # who did each touchpoint at all (open windows too), to keep them out of its baseline
-        touched = self.rows[~self.costly]
-        did_rows = _first_per(person[touched], node[touched], touched, self.n_nodes,
-                              in_row_order=False)  # fmt: skip
-        did = person[did_rows] * self.n_nodes + node[did_rows]  # distinct (order not used)
-        did_person, did_node = did // self.n_nodes, did % self.n_nodes
-        did_entry_at = np.searchsorted(entry_key_sorted, did_person * self.n_lanes
-                                       + did_node % self.n_lanes)  # fmt: skip
-        has_entry = did_entry_at < len(entry_key_sorted)
-        has_entry[has_entry] = entry_key_sorted[did_entry_at[has_entry]] == (
-            did_person * self.n_lanes + did_node % self.n_lanes)[has_entry]  # fmt: skip
-        # the rows of ``first`` grouped by touchpoint, in row order within each group (once,
-        # rather than a full scan of ``first`` per touchpoint and costly channel)
-        first_node = node[first]
-        by_node = np.argsort(first_node.astype(np.uint16 if self.n_nodes <= 1 << 16 else np.int64),
-                             kind="stable")  # fmt: skip
-        tally = np.bincount(first_node, minlength=self.n_nodes)
-        node_codes = np.flatnonzero(tally)
-        node_counts = tally[node_codes]
-        node_starts = np.cumsum(node_counts) - node_counts
-        groups = [(code, by_node[start:start + count]) for code, start, count in
-                  zip(node_codes.tolist(), node_starts.tolist(), node_counts.tolist(),
-                      strict=True)]  # fmt: skip
-        out: list[_Candidate] = []
-        following = np.minimum(first + 1, max(len(person) - 1, 0))
-        retried = (first + 1 < len(person)) & (person[following] == person[first]) & (
-            node[following] == node[first])  # fmt: skip
-        entry_at = np.searchsorted(first, entry_sorted)  # entries are rows of ``first``
-        first_person, first_ts = person[first], ts[first]
-        for lane_code in distinct(lanes[self.costly]).tolist():
-            nxt, found = _next_of(self.costly & (lanes == lane_code))
+        entry_index = _first_per(person[first], lanes[first], np.arange(len(first)),
+                                 self.n_lanes, in_row_order=False)  # fmt: skip
+        entry = first[entry_index]
+        did_node = node[did_rows]
+        has_entry, hit = _entries_of(person, entry, lanes[entry], did_rows,
+                                     did_node % self.n_lanes, self.n_lanes)  # fmt: skip
+        did_node = did_node[has_entry]
+
+        first_node, first_person, first_ts = node[first], person[first], ts[first]
+        following = np.minimum(first + 1, max(n - 1, 0))
+        retried = (first + 1 < n) & (person[following] == first_person) & (
+            node[following] == first_node)  # fmt: skip
+        entry_lanes = lanes[entry]
+        self.first_n += np.bincount(first_node, minlength=self.n_nodes)
+        self.loop_n += np.bincount(first_node[retried], minlength=self.n_nodes)
+        self.entry_n += np.bincount(entry_lanes, minlength=self.n_lanes)
+        self.did_n += np.bincount(did_node, minlength=self.n_nodes)
+        contact_lanes = np.bincount(lanes[costly], minlength=self.n_lanes)
+        for lane_code in np.flatnonzero(contact_lanes).tolist():
+            nxt, found = _next_of(costly & (lanes == lane_code))
             # whether each row of ``first`` reaches the contact within T (only those count)
             after = nxt[first]
             followed = found[first] & (person[after] == first_person) & (
                 ts[after] - first_ts <= window)  # fmt: skip
-            entry_followed = followed[entry_at]
-            # per channel: people entering it (closed window) and how many reached the contact
-            n_lane = np.bincount(lanes[entry_sorted], minlength=self.n_lanes)
-            f_lane = np.bincount(lanes[entry_sorted], weights=entry_followed,
-                                 minlength=self.n_lanes)  # fmt: skip
-            # per touchpoint: the entry rows of the people who did it (to subtract)
-            hit = did_entry_at[has_entry]
-            n_did = np.bincount(did_node[has_entry], minlength=self.n_nodes)
-            f_did = np.bincount(did_node[has_entry], weights=entry_followed[hit],
-                                minlength=self.n_nodes)  # fmt: skip
+            entry_followed = followed[entry_index]
+            sums = self.lanes.get(lane_code)
+            if sums is None:
+                sums = self.lanes[lane_code] = _LaneSums(
+                    np.zeros(self.n_nodes), np.zeros(self.n_nodes), np.zeros(self.n_lanes),
+                    np.zeros(self.n_nodes))  # fmt: skip
+            sums.followed += np.bincount(first_node, weights=followed, minlength=self.n_nodes)
+            sums.loop_followed += np.bincount(first_node[retried], weights=followed[retried],
+                                              minlength=self.n_nodes)  # fmt: skip
+            sums.entry_followed += np.bincount(entry_lanes, weights=entry_followed,
+                                               minlength=self.n_lanes)  # fmt: skip
+            sums.did_followed += np.bincount(did_node, weights=entry_followed[hit],
+                                             minlength=self.n_nodes)  # fmt: skip
+            self._collect(("costly_contact", lane_code), first_node[followed],
+                          first_person[followed], self.n_nodes)  # fmt: skip
+            looped = followed & retried
+            self._collect(("loop", lane_code), first_node[looped], first_person[looped],
+                          self.n_nodes)  # fmt: skip
+        self._moves(person, ts, node, events)
+
+    def _moves(self, person: NDArray[Any], ts: NDArray[np.int64], node: NDArray[Any],
+               events: NDArray[Any]) -> None:  # fmt: skip
+        """Each person's first hand-off from each touchpoint (to the next touchpoint within
+        T), and whether an outcome followed within the outcome window; tallied."""
+        d = self.definition
+        if not d.outcome_events or len(person) < 2:
+            return
+        outcome = self.outcomes[events]
+        window = int(d.outcome_within.total_seconds() * _US)
+        # a hand-off is the person's next touchpoint within T (a later touchpoint, such as a
+        # campaign email days after a session, is not a route taken from this point)
+        handoff = int(d.within.total_seconds() * _US)
+        moves = (person[1:] == person[:-1]) & ~outcome[:-1] & (ts[:-1] <= self.as_of - window)
+        moves &= ts[1:] - ts[:-1] <= handoff
+        rows = np.flatnonzero(moves)
+        nxt, found = _next_of(outcome)  # the first outcome strictly after each row
+        reach, found = nxt[rows], found[rows]
+        reached = found & (person[reach] == person[rows]) & (ts[reach] - ts[rows] <= window)
+        keep = _first_per(person[rows], node[rows], np.arange(len(rows)), self.n_nodes)
+        rows, reached = rows[keep], reached[keep]
+        from_node, to_node = node[rows], node[rows + 1]
+        pair = from_node.astype(np.int64) * self.n_nodes + to_node
+        if self.n_nodes * self.n_nodes <= 1 << 20:  # a dense tally of every (from, to)
+            n_pairs = self.n_nodes * self.n_nodes
+            if self.pair_tally is None:
+                self.pair_tally = np.zeros((2, n_pairs), dtype=np.int64)
+            self.pair_tally[0] += np.bincount(pair, minlength=n_pairs)
+            self.pair_tally[1] += np.bincount(pair, weights=reached,
+                                              minlength=n_pairs).astype(np.int64)  # fmt: skip
+        else:
+            pairs, pair_n = np.unique(pair, return_counts=True)
+            pair_x = np.bincount(np.searchsorted(pairs, pair), weights=reached,
+                                 minlength=len(pairs)).astype(np.int64)  # fmt: skip
+            for code, count, hits in zip(pairs.tolist(), pair_n.tolist(), pair_x.tolist(),
+                                         strict=True):  # fmt: skip
+                self.pair_n[code] = self.pair_n.get(code, 0) + count
+                self.pair_x[code] = self.pair_x.get(code, 0) + hits
+        self.from_n += np.bincount(from_node, minlength=self.n_nodes)
+        self.from_x += np.bincount(from_node, weights=reached,
+                                   minlength=self.n_nodes).astype(np.int64)  # fmt: skip
+        missed = ~reached
+        self._collect(("outcome", 0), pair[missed], person[rows][missed],
+                      self.n_nodes * self.n_nodes)  # fmt: skip
+
+    def _collect(self, kind: tuple[str, int], codes: NDArray[Any], persons: NDArray[Any],
+                 n_codes: int) -> None:  # fmt: skip
+        """Adds one chunk's people (in row order, so ascending) to the examples of each
+        code of ``kind``, for the codes that still have fewer than wanted."""
+        wanted = self.definition.people_examples
+        enough = self.enough.get(kind)
+        if enough is None:
+            enough = self.enough[kind] = np.zeros(n_codes if n_codes <= 1 << 24 else 0,
+                                                  dtype=bool)  # fmt: skip
+        if len(enough):
+            missing = ~enough[codes]
+            codes, persons = codes[missing], persons[missing]
+        if not len(codes) or not wanted:
+            return
+        order = np.argsort(codes, kind="stable")  # row order (person order) kept per code
+        codes, persons = codes[order], persons[order]
+        starts = np.flatnonzero(np.concatenate(([True], codes[1:] != codes[:-1])))
+        for start, code in zip(starts.tolist(), codes[starts].tolist(), strict=True):
+            found = self.people.setdefault((kind[0], kind[1], code), [])
+            if len(found) >= wanted:
+                continue
+            more = persons[start:start + wanted - len(found)]
+            found += more[codes[start:start + len(more)] == code].tolist()
+            if len(found) >= wanted and len(enough):
+                enough[code] = True
+
+    def examples(self, kind: str, lane_code: int, code: int) -> list[str]:
+        """The ids of the first people behind a candidate (in person order)."""
+        return [self.ids[int(p)] for p in self.people.get((kind, lane_code, code), [])]
+
+    def costly_candidates(self) -> list[_Candidate]:
+        d = self.definition
+        out: list[_Candidate] = []
+        node_codes = np.flatnonzero(self.first_n).tolist()
+        for lane_code in sorted(self.lanes):
+            sums = self.lanes[lane_code]
             to_label = f"any {self.lane_names[lane_code]} contact"
-            for code, members in groups:
+            for code in node_codes:
                 event, lane = self.label(code)
-                mine = first[members]
-                mine_retried = retried[members]
-                mine_followed = followed[members]
-                n1, x1 = len(mine), int(mine_followed.sum())
+                n1, x1 = int(self.first_n[code]), int(sums.followed[code])
                 lane_index = code % self.n_lanes
-                n0 = int(n_lane[lane_index] - n_did[code])
-                x0 = int(f_lane[lane_index] - f_did[code])
+                n0 = int(self.entry_n[lane_index] - self.did_n[code])
+                x0 = int(sums.entry_followed[lane_index] - sums.did_followed[code])
                 base = {"from": event, "from_channel": lane, "to": to_label,
                         "to_channel": self.lane_names[lane_code],
                         "within_seconds": d.within.total_seconds()}  # fmt: skip
                 # a baseline where nobody ever reaches the contact is not comparable (often
                 # people who cannot be linked to contacts at all): no candidate
                 if n1 >= d.min_people and n0 >= d.min_people and x1 >= d.min_followed and x0 > 0:
-                    out.append(_Candidate("costly_contact", dict(base), x1, n1, x0, n0, "greater",
-                                          self.examples(mine[mine_followed])))  # fmt: skip
-                loop_rows, plain_rows = mine[mine_retried], mine[~mine_retried]
-                loop_followed = mine_followed[mine_retried]
-                loop_hits = int(loop_followed.sum())
-                if (len(loop_rows) >= d.min_people and len(plain_rows) >= d.min_people
+                    out.append(_Candidate(
+                        "costly_contact", dict(base), x1, n1, x0, n0, "greater",
+                        self.examples("costly_contact", lane_code, code),
+                    ))  # fmt: skip
+                loop_n, loop_hits = int(self.loop_n[code]), int(sums.loop_followed[code])
+                plain_n = n1 - loop_n
+                if (loop_n >= d.min_people and plain_n >= d.min_people
                         and loop_hits >= d.min_followed):  # fmt: skip
                     out.append(_Candidate(
                         "loop", {**base, "from": f"{event} (retried)"},
-                        loop_hits, len(loop_rows), int(mine_followed[~mine_retried].sum()),
-                        len(plain_rows), "greater", self.examples(loop_rows[loop_followed]),
+                        loop_hits, loop_n, x1 - loop_hits, plain_n, "greater",
+                        self.examples("loop", lane_code, code),
                     ))  # fmt: skip
         return out
 
     def outcome_candidates(self) -> list[_Candidate]:
         d = self.definition
-        if not d.outcome_events or len(self.person) < 2:
-            return []
-        window = int(d.outcome_within.total_seconds() * _US)
-        person, ts, node = self.person, self.ts, self.node
-        rows = self.rows[:-1]
-        # a hand-off is the person's next touchpoint within T (a later touchpoint, such as a
-        # campaign email days after a session, is not a route taken from this point)
-        handoff = int(d.within.total_seconds() * _US)
-        moves = (person[1:] == person[:-1]) & ~self.outcome[:-1] & (ts[:-1] + window <= self.as_of)
-        moves &= ts[1:] - ts[:-1] <= handoff
-        rows = rows[moves]
-        target = np.flatnonzero(self.outcome)
-        reach, found = _first_after(target, rows + 1, inclusive=True)
-        reached = found & (person[reach] == person[rows]) & (ts[reach] - ts[rows] <= window)
-        keep = _first_per(person[rows], node[rows], np.arange(len(rows)), self.n_nodes)
-        rows, reached = rows[keep], reached[keep]
-        from_node, to_node = node[rows], node[rows + 1]
-        pair = from_node * self.n_nodes + to_node
-        pairs, pair_n = np.unique(pair, return_counts=True)
-        pair_x = np.bincount(np.searchsorted(pairs, pair), weights=reached,
-                             minlength=len(pairs)).astype(np.int64)  # fmt: skip
-        froms, from_n = np.unique(from_node, return_counts=True)
-        from_x = np.bincount(np.searchsorted(froms, from_node), weights=reached,
-                             minlength=len(froms)).astype(np.int64)  # fmt: skip
-        from_index = {int(c): i for i, c in enumerate(froms.tolist())}
         out = []
-        for i, code in enumerate(pairs.tolist()):
+        if self.pair_tally is not None:
+            codes = np.flatnonzero(self.pair_tally[0])
+            self.pair_n = dict(zip(codes.tolist(), self.pair_tally[0][codes].tolist(),
+                                   strict=True))  # fmt: skip
+            self.pair_x = dict(zip(codes.tolist(), self.pair_tally[1][codes].tolist(),
+                                   strict=True))  # fmt: skip
+        for code in sorted(self.pair_n):
             a, b = code // self.n_nodes, code % self.n_nodes
             if a % self.n_lanes == b % self.n_lanes:
                 continue  # only hand-offs between channels
-            j = from_index[a]
-            n1, x1 = int(pair_n[i]), int(pair_x[i])
-            n0, x0 = int(from_n[j]) - n1, int(from_x[j]) - x1
+            n1, x1 = self.pair_n[code], self.pair_x[code]
+            n0, x0 = int(self.from_n[a]) - n1, int(self.from_x[a]) - x1
             if n1 < d.min_people or n0 < d.min_people:
                 continue
             (fe, fl), (te, tl) = self.label(a), self.label(b)
-            mine = rows[pair == code]
             out.append(_Candidate(
                 "outcome",
                 {"from": fe, "from_channel": fl, "to": te, "to_channel": tl,
                  "within_seconds": d.outcome_within.total_seconds(),
                  "outcomes": list(d.outcome_events)},
-                x1, n1, x0, n0, "less", self.examples(mine[~reached[pair == code]]),
+                x1, n1, x0, n0, "less",
+                self.examples("outcome", 0, code),
             ))  # fmt: skip
         return out
 
@@ -360,10 +478,9 @@ def finish(candidates: list[_Candidate], definition: SeamsDefinition,
                         "notes": notes}, "seams")  # fmt: skip
 
 
-def run_seams(table: pa.Table, definition: SeamsDefinition, as_of: datetime,
+def run_seams(table: KernelInput, definition: SeamsDefinition, as_of: datetime,
               funnels: dict[str, dict[str, Any]] | None = None) -> SeamsResult:  # fmt: skip
-    scan = _Scan(table, definition, as_of)
-    candidates = scan.costly_candidates() + scan.outcome_candidates()
+    candidates = _Scan(table, definition, as_of).candidates()
     notes = []
     if funnels:
         candidates += segment_candidates(funnels, definition.min_people)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import cast
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeAlias, cast
 
 import numpy as np
 import pyarrow as pa
@@ -14,14 +14,112 @@ from numpy.typing import NDArray
 
 @dataclass
 class Sequences:
-    """Rows sorted by (person, time). ``person`` is a dense code; ``ts`` is in microseconds."""
+    """Rows sorted by (person, time). ``person`` is an ascending code (dense on the SQL
+    path; int32 and not dense from a snapshot); ``ts`` is in microseconds."""
 
-    person: NDArray[np.int64]
+    person: NDArray[Any]
     ts: NDArray[np.int64]
     person_ids: list[str]  # code -> person id (only when asked for; a snapshot's: a view)
 
     def __len__(self) -> int:
         return len(self.person)
+
+
+#: Rows per chunk of a chunked kernel: its temporaries (a few hundred KiB each) stay in the CPU's
+#: cache and are reused by the allocator, instead of fresh 10M-element arrays per step.
+CHUNK_ROWS = 1 << 16
+
+
+class Codes(Protocol):
+    """Integer codes that can be indexed by rows (an array, or codes derived per chunk)."""
+
+    def __getitem__(self, rows: Any) -> NDArray[Any]: ...
+
+    def __len__(self) -> int: ...
+
+
+@dataclass
+class SequenceArrays:
+    """A kernel's input as NumPy arrays, in place of an Arrow table (what a
+    :mod:`~seamline.analytics.snapshot` hands over: no Arrow table, no per-row objects).
+
+    ``person`` ascends (codes, not necessarily dense); ``text`` maps a column to its codes
+    and the values they index (the last value may be None: nulls); ``flags`` maps a column
+    to booleans. With ``rows``, the arrays are a snapshot's whole columns and the input is
+    those rows (ascending), gathered only when used: chunk by chunk (:meth:`chunks`), or
+    all at once (:meth:`materialized`). :func:`from_table`, :func:`dictionary` and
+    :func:`bool_column` read it as they read a table with the same columns.
+    """
+
+    person: NDArray[Any]
+    ts: NDArray[np.int64]
+    person_ids: pa.Array | None = None
+    text: dict[str, tuple[Codes, list[str | None]]] = field(default_factory=dict)
+    flags: dict[str, Codes] = field(default_factory=dict)
+    rows: NDArray[np.int64] | None = None
+    ties: bool = True  # False: no two rows share (person, ts), so no tie order to restore
+    _full: SequenceArrays | None = field(default=None, repr=False)
+
+    def __len__(self) -> int:
+        return len(self.rows) if self.rows is not None else len(self.person)
+
+    def _take(self, index: Any) -> SequenceArrays:
+        return SequenceArrays(
+            self.person[index], self.ts[index], self.person_ids,
+            {name: (np.asarray(codes[index]), names) for name, (codes, names)
+             in self.text.items()},
+            {name: np.asarray(flag[index]) for name, flag in self.flags.items()},
+            ties=self.ties,
+        )  # fmt: skip
+
+    def materialized(self) -> SequenceArrays:
+        """Every row gathered into plain arrays (kept: gathered once)."""
+        if self._full is None:
+            if self.rows is None and all(isinstance(c, np.ndarray) for c, _ in self.text.values()
+                                         ) and all(isinstance(f, np.ndarray)
+                                                   for f in self.flags.values()):  # fmt: skip
+                self._full = self
+            else:
+                self._full = self._take(self.rows if self.rows is not None else slice(None))
+        return self._full
+
+    def chunks(self, size: int | None = None) -> Iterator[SequenceArrays]:
+        """Consecutive pieces of about ``size`` rows (:data:`CHUNK_ROWS`), never splitting
+        a person, each as plain arrays (views when there are no ``rows`` to gather)."""
+        size = max(CHUNK_ROWS if size is None else size, 1)
+        n = len(self)
+        if n <= size:
+            yield self.materialized()
+            return
+        lo = 0
+        while lo < n:
+            hi = self._person_end(min(lo + size, n) - 1)
+            index = self.rows[lo:hi] if self.rows is not None else slice(lo, hi)
+            yield self._take(index)
+            lo = hi
+
+    def _person_end(self, at: int) -> int:
+        """The position just after the last row of the person of row ``at``."""
+        if self.rows is None:
+            return int(np.searchsorted(self.person, self.person[at], side="right"))
+        end = int(np.searchsorted(self.person, self.person[self.rows[at]], side="right"))
+        return int(np.searchsorted(self.rows, end))
+
+
+def as_arrays(table: KernelInput, text: tuple[str, ...] = (), flags: tuple[str, ...] = (),
+              *, keep_ids: bool = False) -> SequenceArrays:  # fmt: skip
+    """A kernel input as :class:`SequenceArrays` (an Arrow table's columns converted)."""
+    if isinstance(table, SequenceArrays):
+        return table
+    seq = from_table(table, keep_ids=keep_ids)
+    ids = pa.array(list(seq.person_ids), type=pa.string()) if keep_ids else None
+    return SequenceArrays(seq.person, seq.ts, ids,
+                          {name: dictionary(table, name) for name in text},
+                          {name: bool_column(table, name) for name in flags})  # fmt: skip
+
+
+#: What a kernel takes: an Arrow table (the SQL path) or a snapshot's arrays.
+KernelInput: TypeAlias = "pa.Table | SequenceArrays"
 
 
 def person_codes(column: pa.ChunkedArray | pa.Array) -> NDArray[np.int64]:
@@ -34,7 +132,7 @@ def person_codes(column: pa.ChunkedArray | pa.Array) -> NDArray[np.int64]:
     return np.cumsum(steps)
 
 
-class _DictionaryIds(Sequence[str]):
+class DictionaryIds(Sequence[str]):
     """Person ids of a dictionary-coded person column: code -> id, converted on access."""
 
     def __init__(self, values: pa.Array):
@@ -60,16 +158,22 @@ def _timestamps(table: pa.Table) -> NDArray[np.int64]:
     return np.asarray(column.to_numpy(zero_copy_only=False), dtype=np.int64)
 
 
-def from_table(table: pa.Table, *, keep_ids: bool = False) -> Sequences:
+def from_table(table: KernelInput, *, keep_ids: bool = False) -> Sequences:
     """The person codes and times of a kernel input. ``person`` is either the person ids
     in sorted order (the SQL path: codes are numbered here, 0, 1, ...) or a dictionary
     array (a :mod:`~seamline.analytics.snapshot`: codes are its indices, ascending but
-    not dense, and ids its dictionary)."""
+    not dense, and ids its dictionary); :class:`SequenceArrays` carry those codes."""
+    if isinstance(table, SequenceArrays):
+        ids = []
+        if keep_ids and table.person_ids is not None:
+            ids = cast(list[str], DictionaryIds(table.person_ids))
+        full = table.materialized()
+        return Sequences(full.person, full.ts, ids)
     person = _combined(table.column("person"))
     if isinstance(person, pa.DictionaryArray):
         codes = np.asarray(person.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
         # indexed like a list of ids, without converting 1.7M of them up front
-        ids = cast(list[str], _DictionaryIds(person.dictionary)) if keep_ids else []
+        ids = cast(list[str], DictionaryIds(person.dictionary)) if keep_ids else []
         return Sequences(codes, _timestamps(table), ids)
     codes = person_codes(person)
     ts = _timestamps(table)
@@ -80,13 +184,18 @@ def from_table(table: pa.Table, *, keep_ids: bool = False) -> Sequences:
     return Sequences(codes, ts.astype(np.int64), ids)
 
 
-def bool_column(table: pa.Table, name: str) -> NDArray[np.bool_]:
+def bool_column(table: KernelInput, name: str) -> NDArray[np.bool_]:
+    if isinstance(table, SequenceArrays):
+        return np.asarray(table.materialized().flags[name])
     column = table.column(name).fill_null(False)
     return np.asarray(column.to_numpy(zero_copy_only=False), dtype=bool)
 
 
-def dictionary(table: pa.Table, name: str) -> tuple[NDArray[np.int64], list[str | None]]:
+def dictionary(table: KernelInput, name: str) -> tuple[NDArray[Any], list[str | None]]:
     """Integer codes and their values for a text column (nulls get a code too)."""
+    if isinstance(table, SequenceArrays):
+        codes, names = table.materialized().text[name]
+        return np.asarray(codes), names
     column = _combined(table.column(name))
     if isinstance(column, pa.DictionaryArray) and column.null_count == 0:  # a snapshot's
         listed: list[str | None] = column.dictionary.to_pylist()

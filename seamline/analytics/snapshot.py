@@ -5,10 +5,12 @@ events of persons sorted by (person id, time, message_id); on a big workspace th
 of text keys is most of an analysis' time. A :class:`Snapshot` holds the same rows sorted
 once, as integer arrays (person number in person-id order, microseconds, and a dictionary
 code per text column), so an analysis the snapshot can answer (event-name steps,
-dimension filters and breakdowns, date ranges) selects its rows with vectorised masks and
-hands the kernel the same table the SQL path would have: same rows, same order, same
-values (as Arrow dictionary arrays). Anything else (property filters such as
-``properties.plan``) keeps the SQL path.
+dimension filters and breakdowns, date ranges) hands the kernel the same rows the SQL path
+would have, in the same order, with the same values: as Arrow dictionary arrays
+(retention, outcomes), or as :class:`~seamline.analytics.sequences.SequenceArrays` over
+the snapshot's own arrays (funnels, journeys, seams, paths), whose rows and derived codes
+(labels, step bits) are gathered chunk by chunk as the kernel counts. Anything else
+(property filters such as ``properties.plan``) keeps the SQL path.
 
 :class:`SnapshotHolder` keeps one snapshot per process, for one data version: a commit
 (ingest, forget, merge) bumps the version and the next analysis rebuilds it, so a stale
@@ -33,6 +35,7 @@ import pyarrow as pa
 from numpy.typing import NDArray
 
 from seamline.analytics.definitions import DateRange, FunnelDefinition
+from seamline.analytics.sequences import SequenceArrays
 
 #: Columns the snapshot holds as codes: the label parts, the lanes and the breakdowns the
 #: dashboard and seams use. Filters or breakdowns on other dimensions (locale, os_version,
@@ -56,6 +59,7 @@ class Snapshot:
     codes: dict[str, NDArray[np.int32]]
     values: dict[str, pa.Array]
     build_seconds: float = 0.0
+    ties: bool = True  # whether any two rows share (person, ts) (set by build)
     _cache: dict[Any, Any] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -73,6 +77,8 @@ class Snapshot:
             values[name] = pa.concat_arrays([dictionary, pa.nulls(1, pa.string())])
         snap = cls(version, fetched.person, fetched.ts, fetched.person_ids, codes, values,
                    seconds)  # fmt: skip
+        person, ts = snap.person, snap.ts
+        snap.ties = bool(len(ts) > 1 and ((person[1:] == person[:-1]) & (ts[1:] == ts[:-1])).any())
         snap.touchpoint_rows()  # what journeys, seams and paths start from
         return snap
 
@@ -98,6 +104,16 @@ class Snapshot:
             with self._lock:
                 self._cache[key] = found
         return found
+
+    def names(self, column: str) -> list[str | None]:
+        """A column's values as a list, code -> value (the last is None: nulls)."""
+        key = ("names", column)
+        found = self._cache.get(key)
+        if found is None:
+            found = self.values[column].to_pylist()
+            with self._lock:
+                self._cache[key] = found
+        return list(found)
 
     def code(self, column: str, value: Any) -> int:
         """The code of ``value`` (compared as text, as the SQL path does); -2 if absent."""
@@ -137,12 +153,13 @@ class Snapshot:
                 self._cache["touchpoint_rows"] = found
         return found
 
-    def label(self) -> tuple[NDArray[np.int32], pa.Array]:
-        """``coalesce(event, type)`` as codes into its own dictionary."""
+    def label(self) -> tuple[LabelCodes, list[str | None]]:
+        """``coalesce(event, type)`` as codes into its own list of names (the last: None),
+        derived from the event and type codes when indexed (no 4-byte column per row)."""
         found = self._cache.get("label")
         if found is None:
-            events = self.values["event"].to_pylist()[:-1]  # without the null slot
-            types = self.values["type"].to_pylist()[:-1]
+            events = self.names("event")[:-1]  # without the null slot
+            types = self.names("type")[:-1]
             names: list[str | None] = list(events)
             index = {v: i for i, v in enumerate(names)}
             type_to_label = np.empty(len(types) + 1, dtype=np.int32)
@@ -153,13 +170,11 @@ class Snapshot:
                 type_to_label[i] = index[t]
             type_to_label[-1] = len(names)  # neither: null
             names.append(None)
-            event_codes = self.codes["event"]
-            codes = np.where(event_codes < len(events), event_codes,
-                             type_to_label[self.codes["type"]]).astype(np.int32)  # fmt: skip
-            found = (codes, pa.array(names, type=pa.string()))
+            found = (LabelCodes(self.codes["event"], self.codes["type"], len(events),
+                                type_to_label), names)  # fmt: skip
             with self._lock:
                 self._cache["label"] = found
-        return found
+        return found[0], list(found[1])
 
     def date_rows(self, dates: DateRange, rows: NDArray[np.int64] | None = None
                   ) -> NDArray[np.int64] | None:  # fmt: skip
@@ -187,6 +202,26 @@ class Snapshot:
         return _dictionary(self.codes[name], self.values[name], rows)
 
 
+class LabelCodes:
+    """The label code of rows (their event's code, else their type's label code), computed
+    for the rows asked: ``codes[rows]``."""
+
+    def __init__(self, events: NDArray[np.int32], types: NDArray[np.int32], n_events: int,
+                 type_to_label: NDArray[np.int32]):  # fmt: skip
+        self.events, self.types = events, types
+        self.n_events, self.type_to_label = n_events, type_to_label
+
+    def __len__(self) -> int:
+        return len(self.events)
+
+    def __getitem__(self, rows: Any) -> NDArray[np.int32]:
+        events = self.events[rows]
+        named = events < self.n_events
+        if named.all():
+            return events
+        return np.where(named, events, self.type_to_label[self.types[rows]])
+
+
 def _dictionary(codes: NDArray[np.int32], values: pa.Array, rows: NDArray[np.int64] | None
                 ) -> pa.DictionaryArray:  # fmt: skip
     return pa.DictionaryArray.from_arrays(pa.array(codes if rows is None else codes[rows]),
@@ -200,103 +235,124 @@ def _micros(moment: datetime) -> int:
 _MICROSECOND = datetime(1970, 1, 1, 0, 0, 0, 1) - _EPOCH
 
 
-# -- tables for the kernels ------------------------------------------------------------------
-def _ties_in_order(snap: Snapshot, rows: NDArray[np.int64], tie: NDArray[np.int64]
-                   ) -> NDArray[np.int64]:  # fmt: skip
-    """``rows`` (in snapshot order) with rows of equal (person, ts) ordered by ``tie``,
-    message_id order kept among equal ties: the funnel query's ORDER BY."""
-    if len(rows) < 2:
-        return rows
-    person, ts = snap.person[rows], snap.ts[rows]
-    same = (person[1:] == person[:-1]) & (ts[1:] == ts[:-1])
-    if not same.any():
-        return rows
-    in_tie = np.zeros(len(rows), dtype=bool)
-    in_tie[1:] |= same
-    in_tie[:-1] |= same
-    at = np.flatnonzero(in_tie)
-    starts = np.ones(len(at), dtype=bool)
-    starts[1:] = ~same[at[1:] - 1]
-    group = np.cumsum(starts)
-    order = np.lexsort((tie[at], group))  # stable: message_id order stays among equals
-    out = rows.copy()
-    out[at] = rows[at][order]
-    return out
+# -- inputs for the kernels ---------------------------------------------------------------
+class RowTest:
+    """Whether rows pass every test (a column's code in a set of codes): ``test[rows]``,
+    computed for the rows asked (a chunk at a time) rather than for every row up front."""
+
+    def __init__(self, tests: list[tuple[NDArray[np.int32], NDArray[np.bool_]]], length: int):
+        self.tests, self.length = tests, length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, rows: Any) -> NDArray[np.bool_]:
+        if not self.tests:
+            return np.zeros(len(np.arange(self.length)[rows]), dtype=bool)
+        codes, wanted = self.tests[0]
+        out = wanted[codes[rows]]
+        for codes, wanted in self.tests[1:]:
+            out &= wanted[codes[rows]]
+        return out
 
 
-def funnel_table(snap: Snapshot, definition: FunnelDefinition) -> pa.Table | None:
-    """The rows of :func:`~seamline.analytics.query.funnel_query`, or None when the
-    definition needs something the snapshot does not hold (property filters)."""
+class StepMask:
+    """Per row, a bit per funnel step (then per exclusion) whose event and filters the row
+    matches: ``mask[rows]``, computed for the rows asked (a chunk at a time)."""
+
+    def __init__(self, events: NDArray[np.int32], by_event: NDArray[Any],
+                 filters: list[tuple[int, list[tuple[NDArray[np.int32], NDArray[np.bool_]]]]]):
+        self.events, self.by_event, self.filters = events, by_event, filters
+
+    def __len__(self) -> int:
+        return len(self.events)
+
+    def __getitem__(self, rows: Any) -> NDArray[Any]:
+        mask = self.by_event[self.events[rows]]
+        for bit, tests in self.filters:  # a step's filters: its bit only where they hold
+            failed = np.zeros(len(mask), dtype=bool)
+            for codes, wanted in tests:
+                failed |= ~wanted[codes[rows]]
+            mask[failed] &= ~mask.dtype.type(bit)
+        return mask
+
+
+def _step_mask(snap: Snapshot, definition: FunnelDefinition) -> StepMask | None:
+    """The steps' and exclusions' bits (None: more than 64 of them)."""
+    named = [(step.event, step.where) for step in definition.steps]
+    named += [(x.event, {}) for x in definition.exclusions]
+    if len(named) > 64:
+        return None
+    dtype = next(t for t in (np.uint8, np.uint16, np.uint32, np.uint64)
+                 if np.iinfo(t).bits >= len(named))  # fmt: skip
+    by_event = np.zeros(len(snap.values["event"]), dtype=dtype)
+    filters = []
+    for i, (event, where) in enumerate(named):
+        code = snap.code("event", event)
+        if code >= 0:
+            by_event[code] |= dtype(1 << i)
+        if where:
+            filters.append((1 << i, [(snap.codes[name], snap.lookup(name, [str(value)]))
+                                     for name, value in where.items()]))  # fmt: skip
+    return StepMask(snap.codes["event"], by_event, filters)
+
+
+def funnel_table(snap: Snapshot, definition: FunnelDefinition) -> SequenceArrays | None:
+    """The rows of :func:`~seamline.analytics.query.funnel_query` as the snapshot's arrays
+    (every row in the date range and segment: rows of no step or exclusion carry no flag,
+    so a funnel that is not strict ignores them), or None when the definition needs
+    something the snapshot does not hold (property filters). The kernel puts
+    same-timestamp rows in step order, as the query's ORDER BY does."""
     fields = [name for step in definition.steps for name in step.where]
     fields += list(definition.segment)
     if definition.by is not None:
         fields.append(definition.by)
     if not snap.answers(fields):
         return None
-    k = len(definition.steps)
+    rows = snap.date_rows(definition.dates)
+    if definition.segment:
+        if rows is None:
+            rows = np.arange(len(snap), dtype=np.int64)
+        for name, value in definition.segment.items():
+            rows = rows[snap.equals(name, value, rows)]
     events = snap.codes["event"]
-    if definition.strict:  # strict funnels need every event, to see what interrupts
-        rows = snap.date_rows(definition.dates)
-    else:  # rows of a step's or an exclusion's event (step filters apply below)
-        named = [step.event for step in definition.steps]
-        named += [x.event for x in definition.exclusions]
-        rows = np.flatnonzero(snap.lookup("event", named)[events])
-        rows = snap.date_rows(definition.dates, rows)
-    if rows is None:
-        rows = np.arange(len(snap), dtype=np.int64)
-    for name, value in definition.segment.items():
-        rows = rows[snap.equals(name, value, rows)]
-    event = events[rows]
-    flags = []
-    for step in definition.steps:
-        flag = event == snap.code("event", step.event)
-        for name, value in step.where.items():
-            flag &= snap.equals(name, value, rows)
-        flags.append(flag)
-    if not definition.strict and any(step.where for step in definition.steps):
-        relevant = np.zeros(len(rows), dtype=bool)  # a step's event failing its filter
-        for flag in flags:
-            relevant |= flag
-        for x in definition.exclusions:
-            relevant |= event == snap.code("event", x.event)
-        rows, event, flags = rows[relevant], event[relevant], [f[relevant] for f in flags]
-    tie = np.full(len(rows), k, dtype=np.int64)
-    for i in reversed(range(k)):
-        tie[flags[i]] = i
-    order = _ties_in_order(snap, rows, tie)
-    if order is not rows:  # some same-timestamp rows moved: reorder everything with them
-        moved = _reorder(rows, order)
-        rows, event, tie = order, event[moved], tie[moved]
-        flags = [f[moved] for f in flags]
-    columns: dict[str, Any] = {"person": snap.person_column(rows), "ts": snap.ts[rows]}
-    for i, flag in enumerate(flags):
-        columns[f"s{i}"] = flag
-    for i, x in enumerate(definition.exclusions):
-        columns[f"x{i}"] = event == snap.code("event", x.event)
+    flags: dict[str, Any] = {}
+    mask = _step_mask(snap, definition)
+    if mask is not None:
+        flags["steps"] = mask
+    for i, step in enumerate(definition.steps if mask is None else ()):
+        tests = [(events, snap.lookup("event", [step.event]))]
+        tests += [(snap.codes[name], snap.lookup(name, [str(value)]))
+                  for name, value in step.where.items()]  # fmt: skip
+        flags[f"s{i}"] = RowTest(tests, len(snap))
+    for i, x in enumerate(definition.exclusions if mask is None else ()):
+        flags[f"x{i}"] = RowTest([(events, snap.lookup("event", [x.event]))], len(snap))
+    text: dict[str, Any] = {}
     if definition.by is not None:
-        columns["breakdown"] = snap.column(definition.by, rows)
-    columns["tie"] = tie
-    return pa.table(columns)
-
-
-def _reorder(rows: NDArray[np.int64], order: NDArray[np.int64]) -> NDArray[np.int64]:
-    """Positions in ``rows`` of each element of ``order`` (a permutation of ``rows``)."""
-    return np.searchsorted(rows, order)
+        text["breakdown"] = (snap.codes[definition.by], snap.names(definition.by))
+    return SequenceArrays(snap.person, snap.ts, snap.person_ids, text, flags, rows=rows,
+                          ties=snap.ties)  # fmt: skip
 
 
 def sequence_table(snap: Snapshot, dates: DateRange, include_identify: bool,
-                   node_field: str) -> pa.Table | None:  # fmt: skip
-    """The rows of :func:`~seamline.analytics.query.sequence_query`."""
+                   node_field: str) -> SequenceArrays | None:  # fmt: skip
+    """The rows of :func:`~seamline.analytics.query.sequence_query`, as the snapshot's
+    arrays and the rows they are (gathered by the kernel, chunk by chunk)."""
     if not snap.answers([node_field]):
         return None
     rows = snap.date_rows(dates, None if include_identify else snap.touchpoint_rows())
     if rows is not None and len(rows) == len(snap):
         rows = None  # every row: the arrays themselves, no copy
     labels, names = snap.label()
-    return pa.table({
-        "person": snap.person_column(rows), "ts": snap.ts if rows is None else snap.ts[rows],
-        "event": _dictionary(labels, names, rows), "lane": snap.column(node_field, rows),
-    })  # fmt: skip
+    return SequenceArrays(
+        snap.person, snap.ts, snap.person_ids,
+        {"event": (labels, names), "lane": (snap.codes[node_field], snap.names(node_field))},
+        rows=rows,
+    )  # fmt: skip
+
+
+def _take(values: NDArray[Any], rows: NDArray[np.int64] | None) -> NDArray[Any]:
+    return values if rows is None else values[rows]
 
 
 def _event_in(snap: Snapshot, names: tuple[str, ...] | str | None) -> NDArray[np.bool_]:
