@@ -222,6 +222,19 @@ def test_snapshot_can_be_turned_off(tmp_path: Path) -> None:
         assert ws.snapshots.builds == 0
 
 
+def test_a_question_the_snapshot_cannot_answer_does_not_build_it(tmp_path: Path) -> None:
+    """A breakdown or segment on a column the snapshot lacks runs its SQL query without
+    paying for a snapshot build first (on a big workspace that build takes seconds)."""
+    events = [(0, 0, "A", 0, None, False), (0, 1, "B", 0, None, False),
+              (1, 2, "A", 1, None, False)]  # fmt: skip
+    with build(tmp_path / "ws", events, []) as ws:
+        by_locale = ws.funnel(["A", "B"], end=END, by="locale").to_dict()
+        assert [s["people"] for s in by_locale["steps"]] == [2, 1]
+        assert ws.snapshots.builds == 0
+        assert [s["people"] for s in ws.funnel(["A", "B"], end=END).to_dict()["steps"]] == [2, 1]
+        assert ws.snapshots.builds == 1
+
+
 def test_persons_outside_the_persons_table_are_numbered_too(tmp_path: Path) -> None:
     """The build numbers persons from the ``persons`` table; an event whose person is not
     there (never expected) makes it number the distinct resolved ids instead."""

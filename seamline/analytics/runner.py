@@ -41,6 +41,7 @@ from seamline.analytics.result import OutcomeResult, PathResult, RetentionResult
 from seamline.analytics.retention import run_retention
 from seamline.analytics.seams import SeamsDefinition, SeamsResult, run_seams
 from seamline.analytics.snapshot import (
+    COLUMNS,
     Snapshot,
     SnapshotHolder,
     funnel_table,
@@ -68,8 +69,12 @@ class Analyses:
     def _rows(self, sql: str) -> Any:
         return self.engine.query_arrow(sql)
 
-    def _snapshot(self) -> Snapshot | None:
-        return self.snapshots.get() if self.snapshots is not None else None
+    def _snapshot(self, fields: list[str] | tuple[str, ...] = ()) -> Snapshot | None:
+        """The snapshot, when it holds every column in ``fields`` (checked first: a query
+        it cannot answer must not pay for building it)."""
+        if self.snapshots is None or not all(name in COLUMNS for name in fields):
+            return None
+        return self.snapshots.get()
 
     def funnel(
         self,
@@ -95,7 +100,9 @@ class Analyses:
             dates=DateRange(start, end),
             segment=dict(where or {}),
         )  # fmt: skip
-        snap = self._snapshot()
+        fields = [name for step in definition.steps for name in step.where]
+        fields += [*definition.segment, *([definition.by] if definition.by is not None else [])]
+        snap = self._snapshot(fields)
         table = funnel_table(snap, definition) if snap is not None else None
         if table is None:
             table = self._rows(funnel_query(definition, dialect=self.engine.dialect))
@@ -226,7 +233,7 @@ class Analyses:
 
     def _sequences(self, dates: DateRange, include_identify: bool, lane: str) -> Any:
         """Every touchpoint of every person in time order: from the snapshot, else SQL."""
-        snap = self._snapshot()
+        snap = self._snapshot([lane])
         table = sequence_table(snap, dates, include_identify, lane) if snap is not None else None
         if table is None:
             table = self._rows(sequence_query(dates, include_identify, lane,
