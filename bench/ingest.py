@@ -219,7 +219,18 @@ class _Conn:
         return status
 
 
-def _client_thread(
+def request_head(port: int, write_key: str) -> bytes:
+    """The head of an analytics-swift-like batch request, up to the Content-Length value."""
+    auth = base64.b64encode(f"{write_key}:".encode()).decode()
+    return (
+        f"POST {PATH} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        "User-Agent: analytics-swift/1.5.11 (bench)\r\n"
+        f"Authorization: Basic {auth}\r\nContent-Type: application/json\r\n"
+        "Accept: */*\r\nContent-Length: "
+    ).encode()
+
+
+def client_thread(
     port: int,
     head: bytes,
     templates: list[list[bytes]],
@@ -228,7 +239,12 @@ def _client_thread(
     start_at: float,
     stop_at: float,
     out: ClientResult,
+    gap: float = 0.0,
+    acked_at: array[float] | None = None,
 ) -> None:
+    """One keep-alive connection sending batches until ``stop_at``: back to back, or one
+    every ``gap`` seconds (catching up at once when an answer came late, so the offered
+    rate holds while the server keeps up). ``acked_at`` collects the times of the 200s."""
     lat = array("d")
     conn = _Conn(port)
     conn.connect()
@@ -238,10 +254,16 @@ def _client_thread(
     while time.monotonic() < start_at:
         time.sleep(0.001)
     out.first_send = time.monotonic()
+    next_at = start_at
     while True:
         now = time.monotonic()
         if now >= stop_at:
             break
+        if gap:
+            if next_at > now:
+                time.sleep(next_at - now)
+                now = time.monotonic()
+            next_at += gap
         parts = templates[order[seq % len(order)]]
         body = f"{tag}-{seq:09d}".encode().join(parts)
         request = head + str(len(body)).encode() + b"\r\n\r\n" + body
@@ -260,6 +282,8 @@ def _client_thread(
         if status == 200:
             out.acked_events += batch_size
             lat.append(done - now)
+            if acked_at is not None:
+                acked_at.append(done)
         elif status == 503:
             time.sleep(0.05)  # an SDK would back off; do not spin on a full queue
         out.last_answer = done
@@ -281,18 +305,12 @@ def _worker(
 ) -> None:
     import threading
 
-    auth = base64.b64encode(f"{write_key}:".encode()).decode()
-    head = (
-        f"POST {PATH} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-        "User-Agent: analytics-swift/1.5.11 (bench)\r\n"
-        f"Authorization: Basic {auth}\r\nContent-Type: application/json\r\n"
-        "Accept: */*\r\nContent-Length: "
-    ).encode()
+    head = request_head(port, write_key)
     results = [ClientResult() for _ in range(threads)]
     cpu0 = time.process_time()
     pool = [
         threading.Thread(
-            target=_client_thread,
+            target=client_thread,
             args=(
                 port,
                 head,

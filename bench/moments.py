@@ -28,7 +28,6 @@ and ``bench/results/moments-<ts>.json``.
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import multiprocessing as mp
 import os
@@ -163,74 +162,13 @@ def build_templates(write_key: str, seed: int) -> list[list[bytes]]:
     return out
 
 
-def _paced_client(
-    port: int,
-    head: bytes,
-    templates: list[list[bytes]],
-    tag: str,
-    gap: float,
-    start_at: float,
-    stop_at: float,
-    out: ingest.ClientResult,
-    acked_at: array[float],
-) -> None:
-    """One keep-alive connection sending a batch every ``gap`` seconds (catching up at once
-    when an answer came late, so the offered rate holds while the server keeps up)."""
-    lat = array("d")
-    conn = ingest._Conn(port)
-    conn.connect()
-    order = list(range(len(templates)))
-    random.Random(tag).shuffle(order)
-    seq = 0
-    next_at = start_at
-    while time.monotonic() < start_at:
-        time.sleep(0.001)
-    out.first_send = time.monotonic()
-    while True:
-        now = time.monotonic()
-        if now >= stop_at:
-            break
-        if next_at > now:
-            time.sleep(next_at - now)
-            now = time.monotonic()
-        next_at += gap
-        body = f"{tag}-{seq:09d}".encode().join(templates[order[seq % len(order)]])
-        request = head + str(len(body)).encode() + b"\r\n\r\n" + body
-        seq += 1
-        try:
-            status = conn.exchange(request)
-        except OSError:
-            out.errors += 1
-            conn.close()
-            continue
-        done = time.monotonic()
-        out.requests += 1
-        out.bytes_sent += len(request)
-        out.statuses[str(status)] = out.statuses.get(str(status), 0) + 1
-        if status == 200:
-            out.acked_events += BATCH
-            lat.append(done - now)
-            acked_at.append(done)
-        elif status == 503:
-            time.sleep(0.05)  # an SDK would back off
-        out.last_answer = done
-    conn.close()
-    out.latencies = lat.tobytes()
-
-
 def _load_process(port: int, write_key: str, rate: float, clients: int, queue: Any,
                   control: Any) -> None:  # fmt: skip
     """Builds the bodies, says "ready", takes (start_at, stop_at), runs, reports."""
     templates = build_templates(write_key, seed=11)
     queue.put("ready")
     start_at, stop_at = control.get(timeout=120)
-    auth = base64.b64encode(f"{write_key}:".encode()).decode()
-    head = (
-        f"POST {ingest.PATH} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-        "User-Agent: analytics-swift/1.5.11 (bench)\r\n"
-        f"Authorization: Basic {auth}\r\nContent-Type: application/json\r\n"
-        "Accept: */*\r\nContent-Length: "
-    ).encode()
+    head = ingest.request_head(port, write_key)
     gap = clients * BATCH / rate
     results = [ingest.ClientResult() for _ in range(clients)]
     acked_at = [array("d") for _ in range(clients)]
@@ -238,18 +176,10 @@ def _load_process(port: int, write_key: str, rate: float, clients: int, queue: A
     cpu0 = time.process_time()
     pool = [
         threading.Thread(
-            target=_paced_client,
-            args=(
-                port,
-                head,
-                templates,
-                f"{run_id}-{n:02d}",
-                gap,
-                start_at + n * gap / clients,
-                stop_at,
-                results[n],
-                acked_at[n],
-            ),
+            target=ingest.client_thread,
+            args=(port, head, templates, f"{run_id}-{n:02d}", BATCH,
+                  start_at + n * gap / clients, stop_at, results[n]),
+            kwargs={"gap": gap, "acked_at": acked_at[n]},
         )
         for n in range(clients)
     ]
