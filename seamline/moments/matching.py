@@ -24,7 +24,16 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from seamline.moments.predicates import MISSING, AllOf, AnyOf, Condition, Not, Predicate, walk
+from seamline.moments.predicates import (
+    MISSING,
+    AllOf,
+    AnyOf,
+    Condition,
+    Not,
+    Predicate,
+    as_number,
+    walk,
+)
 
 if TYPE_CHECKING:  # runtime imports us
     from seamline.moments.runtime import StoredRule
@@ -33,22 +42,9 @@ _ORDERED = ("gt", "gte", "lt", "lte")
 JSON_ROOTS = ("properties", "traits", "context")
 
 
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return None
-    return None
-
-
 def _plain_text(value: Any) -> bool:
     """Text that ``_equal`` compares as text only (it is not a number)."""
-    return isinstance(value, str) and _number(value) is None
+    return isinstance(value, str) and as_number(value) is None
 
 
 def _key(condition: Condition) -> tuple[str, str] | None:
@@ -92,7 +88,7 @@ class _Range:
         self.thresholds = [t for t, _ in self.items]
 
     def find(self, value: Any) -> Iterable[int]:
-        x = _number(value)
+        x = as_number(value)
         if x is None or x != x:  # not a number (NaN compares false with everything)
             return ()
         op, items, thresholds = self.op, self.items, self.thresholds

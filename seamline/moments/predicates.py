@@ -35,7 +35,8 @@ class PredicateError(ValueError):
         self.message = message
 
 
-def _number(value: Any) -> float | None:
+def as_number(value: Any) -> float | None:
+    """A number, or numeric text, as a float (booleans and anything else: None)."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int | float):
@@ -53,14 +54,14 @@ def _equal(left: Any, right: Any) -> bool:
         return left is right
     if isinstance(left, str) and isinstance(right, str):
         return left == right
-    a, b = _number(left), _number(right)  # 20, 20.0 and "20" (sent as text) are equal
+    a, b = as_number(left), as_number(right)  # 20, 20.0 and "20" (sent as text) are equal
     if a is not None and b is not None:
         return a == b
     return bool(left == right)
 
 
 def _order(left: Any, right: Any) -> tuple[Any, Any] | None:
-    a, b = _number(left), _number(right)
+    a, b = as_number(left), as_number(right)
     if a is not None and b is not None:
         return a, b
     if isinstance(left, str) and isinstance(right, str):
