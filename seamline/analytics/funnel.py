@@ -24,7 +24,13 @@ from numpy.typing import NDArray
 
 from seamline.analytics.definitions import FunnelDefinition
 from seamline.analytics.result import FunnelResult
-from seamline.analytics.sequences import KernelInput, SequenceArrays, as_arrays, distinct
+from seamline.analytics.sequences import (
+    KernelInput,
+    SequenceArrays,
+    as_arrays,
+    distinct,
+    tie_groups,
+)
 from seamline.analytics.stats import wilson
 
 _US = 1_000_000
@@ -81,21 +87,13 @@ def _ties_in_step_order(person: NDArray[Any], ts: NDArray[np.int64], flags: _Fla
     matching step; rows of no step last), keeping their order otherwise (message_id: the
     funnel query's ORDER BY); None when there are no such ties (the SQL path's rows are
     already in that order)."""
-    if len(person) < 2:
+    found = tie_groups(person, ts)
+    if found is None:
         return None
-    same = (person[1:] == person[:-1]) & (ts[1:] == ts[:-1])
-    if not same.any():
-        return None
+    at, group = found
     tie = np.full(len(person), k_steps, dtype=np.int64)
     for i in reversed(range(k_steps)):
         tie[flags.column(i)] = i
-    in_tie = np.zeros(len(person), dtype=bool)
-    in_tie[1:] |= same
-    in_tie[:-1] |= same
-    at = np.flatnonzero(in_tie)
-    starts = np.ones(len(at), dtype=bool)
-    starts[1:] = ~same[at[1:] - 1]
-    group = np.cumsum(starts)
     order = np.arange(len(person), dtype=np.int64)
     order[at] = at[np.lexsort((tie[at], group))]  # stable: earlier rows first among equals
     return order

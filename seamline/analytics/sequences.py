@@ -122,6 +122,26 @@ def as_arrays(table: KernelInput, text: tuple[str, ...] = (), flags: tuple[str, 
 KernelInput: TypeAlias = "pa.Table | SequenceArrays"
 
 
+def tie_groups(person: NDArray[Any], ts: NDArray[np.int64]
+               ) -> tuple[NDArray[np.int64], NDArray[np.int64]] | None:  # fmt: skip
+    """Rows sorted by (person, ts) that share both with a neighbour, and a group number
+    per such row (0, 1, ... ascending; one group per run of equal (person, ts)); None when
+    no two rows tie."""
+    if len(person) < 2:
+        return None
+    same = (person[1:] == person[:-1]) & (ts[1:] == ts[:-1])
+    if not same.any():
+        return None
+    in_tie = np.zeros(len(person), dtype=bool)
+    in_tie[1:] |= same
+    in_tie[:-1] |= same
+    rows = np.flatnonzero(in_tie)
+    # a group starts at a tie row whose predecessor is not tied to it
+    starts = np.ones(len(rows), dtype=bool)
+    starts[1:] = ~same[rows[1:] - 1]
+    return rows, np.cumsum(starts) - 1
+
+
 def person_codes(column: pa.ChunkedArray | pa.Array) -> NDArray[np.int64]:
     """Dense codes for a column sorted by person: 0 for the first person, +1 at each change."""
     array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column

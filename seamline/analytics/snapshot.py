@@ -35,7 +35,7 @@ import pyarrow as pa
 from numpy.typing import NDArray
 
 from seamline.analytics.definitions import DateRange, FunnelDefinition
-from seamline.analytics.sequences import SequenceArrays
+from seamline.analytics.sequences import SequenceArrays, tie_groups
 
 #: Columns the snapshot holds as codes: the label parts, the lanes and the breakdowns the
 #: dashboard and seams use. Filters or breakdowns on other dimensions (locale, os_version,
@@ -77,8 +77,7 @@ class Snapshot:
             values[name] = pa.concat_arrays([dictionary, pa.nulls(1, pa.string())])
         snap = cls(version, fetched.person, fetched.ts, fetched.person_ids, codes, values,
                    seconds)  # fmt: skip
-        person, ts = snap.person, snap.ts
-        snap.ties = bool(len(ts) > 1 and ((person[1:] == person[:-1]) & (ts[1:] == ts[:-1])).any())
+        snap.ties = tie_groups(snap.person, snap.ts) is not None
         snap.touchpoint_rows()  # what journeys, seams and paths start from
         return snap
 

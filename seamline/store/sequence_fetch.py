@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from numpy.typing import NDArray
 
+from seamline.analytics.sequences import tie_groups
 from seamline.store.database import Store
 
 #: The person of an event, as the ``events_resolved`` view defines it
@@ -157,19 +158,10 @@ def _tie_order(cur: duckdb.DuckDBPyConnection, person: NDArray[np.int32], ts: ND
                rid: NDArray[np.int64]) -> NDArray[np.int64] | None:  # fmt: skip
     """The permutation that puts rows of equal (person, ts) in message_id order, or None
     when there are no such ties."""
-    if len(person) < 2:
+    found = tie_groups(person, ts)
+    if found is None:
         return None
-    same = (person[1:] == person[:-1]) & (ts[1:] == ts[:-1])
-    if not same.any():
-        return None
-    in_tie = np.zeros(len(person), dtype=bool)
-    in_tie[1:] |= same
-    in_tie[:-1] |= same
-    rows = np.flatnonzero(in_tie)
-    # a group starts at a tie row whose predecessor is not tied to it
-    starts = np.ones(len(rows), dtype=bool)
-    starts[1:] = ~same[rows[1:] - 1]
-    group = np.cumsum(starts) - 1
+    rows, group = found
     ties = pa.table({"pos": rows, "rid": rid[rows]})
     cur.register("_seq_ties", ties)
     try:
