@@ -213,6 +213,13 @@ class Stored:
     retry_count: dict[str, int]  # message_id -> retry_count of the stored copy
 
 
+    def partial_batches(self, batch_sizes: dict[str, int]) -> list[str]:
+        """Batches (``<batch id>-<n>`` message ids) stored with a count other than their
+        size: a batch must be stored whole or not at all."""
+        per_batch = Counter(message_id.rsplit("-", 1)[0] for message_id in self.ids)
+        return [b for b, n in per_batch.items() if n != batch_sizes.get(b)]
+
+
 def read_store(data_dir: Path) -> Stored:
     """Open the workspace file read-only (the server must be stopped) and read events."""
     con = duckdb.connect(str(data_dir / DATABASE_FILE), read_only=True)

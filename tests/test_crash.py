@@ -97,11 +97,7 @@ def test_sigkill_under_load_loses_and_duplicates_nothing(data_dir: Path) -> None
         for message_id, retry_count in stored.retry_count.items()
         if retry_count < stats.acked_attempt.get(message_id.rsplit("-", 1)[0], 0)
     )
-    per_batch: dict[str, int] = {}
-    for message_id in stored.ids:
-        batch_id = message_id.rsplit("-", 1)[0]
-        per_batch[batch_id] = per_batch.get(batch_id, 0) + 1
-    partial = [b for b, n in per_batch.items() if n != stats.batch_sizes.get(b)]
+    partial = stored.partial_batches(stats.batch_sizes)
     figures = {
         "kills": KILLS,
         "events_target": EVENTS,

@@ -193,11 +193,7 @@ def test_power_cuts_under_load_lose_no_acknowledged_event(tmp_path: Path) -> Non
     elapsed = time.monotonic() - started
     stats = sender.stats
     stored = read_store(disk.backing)
-    per_batch: dict[str, int] = {}
-    for message_id in stored.ids:
-        batch_id = message_id.rsplit("-", 1)[0]
-        per_batch[batch_id] = per_batch.get(batch_id, 0) + 1
-    partial = [b for b, n in per_batch.items() if n != stats.batch_sizes.get(b)]
+    partial = stored.partial_batches(stats.batch_sizes)
     figures = {
         "power_cuts": CUTS,
         "events_target": EVENTS,
