@@ -561,9 +561,9 @@ def parse_ceiling(bodies: list[bytes], seconds: float) -> dict[str, float]:
     import pyarrow as pa
 
     from seamline.events import IngestContext, normalise_events, parse_request
+    from seamline.events.columns import EVENTS_SCHEMA
     from seamline.events.timestamps import utcnow
     from seamline.settings import Settings
-    from seamline.store.database import _EVENTS_SCHEMA
 
     settings = Settings()
 
@@ -606,7 +606,7 @@ def parse_ceiling(bodies: list[bytes], seconds: float) -> dict[str, float]:
     return {
         "parse_normalise_events_per_s": rate(lambda b: len(parse(b))),
         "parse_normalise_arrow_events_per_s": rate(
-            lambda b: pa.Table.from_pydict(parse(b).columns, schema=_EVENTS_SCHEMA).num_rows
+            lambda b: pa.Table.from_pydict(parse(b).columns, schema=EVENTS_SCHEMA).num_rows
         ),
     }
 

@@ -34,6 +34,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("queue_max_events", 200_000, "Events waiting for the writer before ingest answers 503."),
     Setting("queue_max_wait_ms", 500,
             "Longest expected queue wait (queued events / commit rate) before HTTP ingest answers 503."),
+    Setting("parse_processes", 2,
+            "Worker processes `serve` decodes and validates ingest bodies in (0: in the server process)."),
     Setting("group_commit_events", 5000, "Most events the writer commits in one transaction."),
     Setting("group_commit_wait_ms", 2, "How long the writer waits to fill a group before committing."),
     Setting("retry_after_seconds", 2, "Retry-After sent with 503 answers (a 429 says when its key may send)."),
@@ -128,6 +130,7 @@ class Settings:
     max_batch_events: int = _BY_NAME["max_batch_events"].default
     queue_max_events: int = _BY_NAME["queue_max_events"].default
     queue_max_wait_ms: int = _BY_NAME["queue_max_wait_ms"].default
+    parse_processes: int = _BY_NAME["parse_processes"].default
     group_commit_events: int = _BY_NAME["group_commit_events"].default
     group_commit_wait_ms: int = _BY_NAME["group_commit_wait_ms"].default
     retry_after_seconds: int = _BY_NAME["retry_after_seconds"].default

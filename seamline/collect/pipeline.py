@@ -17,10 +17,11 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
+from seamline.collect.parsing import ParsePool
 from seamline.collect.ratelimit import KeyRateLimiter
 from seamline.errors import BadRequest, Overloaded, Unauthorized
-from seamline.events import EventRows, IngestContext, normalise_events, parse_request
-from seamline.events.request import first_event_write_key
+from seamline.events import EventRows, IngestContext, normalise_events
+from seamline.events.bodies import ParsedBody, ParseJob, assign_source, parse_body
 from seamline.events.timestamps import utcnow
 from seamline.settings import Settings
 from seamline.store import AppendResult, Source, Store, Writer
@@ -66,6 +67,8 @@ class Collector:
         self._sources: dict[str, Source] = {}
         # per-write-key token buckets (seamline.collect.ratelimit); off when the rate is 0
         self.rate_limiter = KeyRateLimiter(settings.ingest_rate_limit, settings.ingest_rate_burst)
+        # parse worker processes (see seamline.collect.parsing); None: parse in the caller
+        self.parsers: ParsePool | None = None
         self.refresh_sources()
 
     def refresh_sources(self) -> None:
@@ -105,18 +108,22 @@ class Collector:
             known = self.source_for_key(auth_key)
             if known is not None and known.enabled:  # refuse before parsing the body
                 self._limit(lambda: limiter.check(known.source_id))
-        parsed = parse_request(
-            body,
-            batch=batch,
+        job = ParseJob(
+            body, batch, forced_type, utcnow(),
             max_events=settings.max_batch_events,
             max_event_bytes=settings.max_event_bytes,
-        )
-        write_key = (
-            auth_key
-            or parsed.write_key
-            or (first_event_write_key(parsed.events[0]) if parsed.events else None)
-            or info.header_write_key
-        )
+            skew_flag_seconds=settings.skew_flag_seconds,
+            client_ip=info.client_ip, fill_ip=info.fill_ip, retry_count=info.retry_count,
+        )  # fmt: skip
+        if self.parsers is None:
+            return self._admit(parse_body(job), auth_key, info)
+        return self.parsers.then(self.parsers.submit(job),
+                                 lambda parsed: self._admit(parsed, auth_key, info))
+
+    def _admit(self, parsed: ParsedBody, auth_key: str | None,
+               info: RequestInfo) -> Future[AppendResult]:  # fmt: skip
+        """Resolve the write key of a parsed body and queue its rows on the writer."""
+        write_key = auth_key or parsed.write_key or info.header_write_key
         if not write_key:
             raise BadRequest(
                 "No write key: send it as the Basic auth username or as 'writeKey' in the body.",
@@ -131,35 +138,17 @@ class Collector:
         source = self.source_for_key(write_key)
         if source is None or not source.enabled:
             # Segment answers 200 and drops; we count the drop durably.
-            return self._writer.submit(
-                EventRows(), [], {"dropped_unknown_key": len(parsed.events)}
-            )
+            return self._writer.submit(EventRows(), [], {"dropped_unknown_key": parsed.events})
+        limiter = self.rate_limiter
         if limiter.enabled:  # the whole request is admitted or refused, never a part
-            self._limit(lambda: limiter.take(source.source_id, len(parsed.events)))
-        ctx = IngestContext(
-            source_id=source.source_id,
-            channel=source.channel,
-            unit=source.unit,
-            received_at=utcnow(),
-            client_ip=info.client_ip,
-            fill_ip=info.fill_ip,
-            retry_count=info.retry_count,
-            skew_flag_seconds=settings.skew_flag_seconds,
-        )
-        rows, failed = normalise_events(
-            parsed.events,
-            ctx,
-            forced_type=forced_type,
-            batch_sent_at=parsed.sent_at,
-            batch_context=parsed.context,
-            batch_integrations=parsed.integrations,
-        )
+            self._limit(lambda: limiter.take(source.source_id, parsed.events))
+        assign_source(parsed, source.source_id, source.channel, source.unit)
         if not limiter.enabled:
-            return self._writer.submit(rows, failed)
+            return self._writer.submit(parsed.rows, parsed.failed)
         try:
-            return self._writer.submit(rows, failed)
+            return self._writer.submit(parsed.rows, parsed.failed)
         except Overloaded:  # a full queue refuses it: it must not use up the key's budget
-            limiter.give_back(source.source_id, len(parsed.events))
+            limiter.give_back(source.source_id, parsed.events)
             raise
 
     def _limit(self, admit: Callable[[], None]) -> None:
@@ -185,8 +174,16 @@ class Collector:
         stats["rate_limited"] = sum(counts.values())
         return stats
 
+    def start_parsers(self, processes: int) -> None:
+        """Parse request bodies in ``processes`` worker processes (0: in the caller)."""
+        if processes > 0 and self.parsers is None:
+            self.parsers = ParsePool(processes)
+
     def close(self) -> None:
-        """Write the rate-limit refusal counts; call before the writer stops."""
+        """Finish the bodies being parsed and write the rate-limit refusal counts; call
+        before the writer stops."""
+        if self.parsers is not None:
+            self.parsers.close()
         self.rate_limiter.flush(self._writer)
 
     def import_events(self, source: Source, events: list[Any]) -> Future[AppendResult]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pyarrow as pa
+
 #: Columns of a normalised event, in storage order (the store maps them to types).
 EVENT_COLUMNS: tuple[str, ...] = (
     "message_id", "source_id", "type", "event", "name", "category",
@@ -23,3 +25,12 @@ EVENT_COLUMNS: tuple[str, ...] = (
 CONTACT_COLUMNS: tuple[str, ...] = ("contact_email", "contact_phone")
 #: Row tuples of the normaliser are in this order (the stored columns).
 ROW_COLUMNS = EVENT_COLUMNS
+
+_TS = pa.timestamp("us")
+_ARROW_TYPES: dict[str, pa.DataType] = {
+    "timestamp": _TS, "original_timestamp": _TS, "sent_at": _TS, "received_at": _TS,
+    "skew_flag": pa.bool_(), "retry_count": pa.int32(),
+}  # fmt: skip
+#: The stored columns as Arrow (naive UTC timestamps), the shape the store appends.
+EVENTS_SCHEMA = pa.schema([(name, _ARROW_TYPES.get(name, pa.string())) for name in EVENT_COLUMNS])
+

@@ -15,8 +15,9 @@ from datetime import datetime
 from typing import Any
 
 import msgspec
+import pyarrow as pa
 
-from seamline.events.columns import ROW_COLUMNS
+from seamline.events.columns import EVENT_COLUMNS, EVENTS_SCHEMA, ROW_COLUMNS
 from seamline.events.fast import EVENT_TYPES, MAX_MESSAGE_ID, fast_row, identifier
 from seamline.events.fast import text as _text
 from seamline.events.timestamps import InvalidTimestamp, event_times
@@ -64,6 +65,11 @@ class EventRows:
     def append(self, row: dict[str, Any]) -> None:
         for name, values in self.columns.items():
             values.append(row.get(name))
+
+    def to_arrow(self) -> pa.Table:
+        """Every stored column as Arrow, in :data:`EVENTS_SCHEMA` order."""
+        return pa.Table.from_pydict({name: self.columns[name] for name in EVENT_COLUMNS},
+                                    schema=EVENTS_SCHEMA)  # fmt: skip
 
     @classmethod
     def from_tuples(cls, rows: list[tuple[Any, ...]]) -> EventRows:

@@ -38,15 +38,6 @@ TOKEN_PREFIX = "sl_sk_"
 SCOPES = ("read", "admin")
 
 _TS = pa.timestamp("us")
-_ARROW_TYPES: dict[str, pa.DataType] = {
-    "timestamp": _TS,
-    "original_timestamp": _TS,
-    "sent_at": _TS,
-    "received_at": _TS,
-    "skew_flag": pa.bool_(),
-    "retry_count": pa.int32(),
-}
-_EVENTS_SCHEMA = pa.schema([(name, _ARROW_TYPES.get(name, pa.string())) for name in EVENT_COLUMNS])
 _FAILED_SCHEMA = pa.schema(
     [
         ("source_id", pa.string()),
@@ -360,8 +351,7 @@ class Store:
         """
         stored = StoredKeys.every_row(0)
         if len(rows):
-            columns = {name: rows.columns[name] for name in EVENT_COLUMNS}
-            staged = pa.Table.from_pydict(columns, schema=_EVENTS_SCHEMA)
+            staged = rows.to_arrow()
             con.register("_staged", staged)
             try:
                 returned = con.sql(_INSERT_EVENTS).to_arrow_table()

@@ -1,0 +1,131 @@
+"""Parse worker processes: request bodies decoded and validated outside the server's GIL.
+
+Parsing and normalising cost about as much CPU as everything else on the ingest path
+together, and Python runs them under the process's GIL. ``seamline serve`` therefore hands
+bodies to a small pool of worker processes (:class:`ParsePool`, the ``parse_processes``
+setting) that run :func:`seamline.events.bodies.parse_body`, and keeps its own GIL for
+HTTP, identity and the DuckDB writer. Without a pool the same function runs in the caller.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any
+
+from seamline.errors import Overloaded
+from seamline.events.bodies import ParsedBody, ParseJob, parse_body
+
+log = logging.getLogger("seamline.parsing")
+
+
+def _start_worker(server_pid: int) -> None:
+    """Worker start: import the parsing path now, and exit when the server is gone.
+
+    A server killed with SIGKILL cannot stop its workers, and they would wait for work
+    forever; each checks twice a second that its parent is still the server.
+    """
+    import seamline.events.fast  # noqa: F401
+
+    def watch() -> None:
+        while os.getppid() == server_pid:
+            time.sleep(0.5)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="seamline-parent-watch", daemon=True).start()
+
+
+class ParsePool:
+    """Worker processes that run :func:`parse_body`. Started on first use, one per core.
+
+    A worker that dies (killed, out of memory) breaks the executor: the requests it held
+    are answered 503 (retryable, nothing was stored) and a new pool is started for the
+    next ones.
+    """
+
+    def __init__(self, processes: int):
+        self.processes = processes
+        self._lock = threading.Lock()
+        self._executor: ProcessPoolExecutor | None = None
+        self._closed = False
+
+    def _pool(self) -> ProcessPoolExecutor:
+        with self._lock:
+            if self._closed:
+                raise Overloaded("The server is shutting down; retry shortly.",
+                                 code="shutting_down")  # fmt: skip
+            if self._executor is None:
+                # spawn: the server process runs threads (DuckDB, the writer), so no fork
+                self._executor = ProcessPoolExecutor(
+                    self.processes, mp_context=multiprocessing.get_context("spawn"),
+                    initializer=_start_worker, initargs=(os.getpid(),),
+                )  # fmt: skip
+            return self._executor
+
+    def submit(self, job: ParseJob) -> Future[ParsedBody]:
+        executor = self._pool()
+        try:
+            return executor.submit(parse_body, job)
+        except BrokenProcessPool:
+            self._replace(executor)
+            return self._pool().submit(parse_body, job)
+
+    def _replace(self, broken: ProcessPoolExecutor) -> None:
+        with self._lock:
+            if self._executor is broken:
+                log.warning("a parse worker died; starting new parse workers")
+                self._executor = None
+        broken.shutdown(wait=False, cancel_futures=True)
+
+    def then(self, future: Future[ParsedBody], step: Callable[[ParsedBody], Future[Any]]
+             ) -> Future[Any]:  # fmt: skip
+        """A future of ``step(parsed)``'s result, chained after the parse.
+
+        A dead worker answers 503 (retry); an error raised by the parse (a bad request)
+        or by ``step`` is the outcome.
+        """
+        outcome: Future[Any] = Future()
+
+        def parsed(done: Future[ParsedBody]) -> None:
+            try:
+                inner = step(done.result())
+            except BrokenProcessPool:
+                self._replace_current()
+                outcome.set_exception(Overloaded(
+                    "A parse worker stopped while reading this request; retry it (nothing "
+                    "was stored).", code="parse_worker_lost"))  # fmt: skip
+                return
+            except BaseException as exc:  # noqa: BLE001 - the request's own error
+                outcome.set_exception(exc)
+                return
+            inner.add_done_callback(lambda result: _copy(result, outcome))
+
+        future.add_done_callback(parsed)
+        return outcome
+
+    def _replace_current(self) -> None:
+        executor = self._executor
+        if executor is not None:
+            self._replace(executor)
+
+    def close(self) -> None:
+        """Stop the workers after the bodies they hold (call before the writer stops)."""
+        with self._lock:
+            self._closed = True
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=True)
+
+
+def _copy(source: Future[Any], target: Future[Any]) -> None:
+    exc = source.exception()
+    if exc is not None:
+        target.set_exception(exc)
+    else:
+        target.set_result(source.result())
