@@ -317,7 +317,7 @@ def main() -> None:
         control.put((load_start, load_stop))
         while time.monotonic() < probe_start:
             time.sleep(0.01)
-        cpu0, busy0, wall0 = server.cpu_seconds(), ingest.busy_cpu_seconds(), time.monotonic()
+        cpu0, busy0, wall0 = sum(server.cpu_seconds()), ingest.busy_cpu_seconds(), time.monotonic()
         acks: dict[str, tuple[float, float]] = {}
         probe = httpx.Client(auth=(key, ""), timeout=30)
         probe_statuses: dict[str, int] = {}
@@ -348,7 +348,7 @@ def main() -> None:
                 time.sleep(max(0.0, next_probe - time.monotonic()))
                 pool.submit(send_probe)
                 next_probe += args.interval
-        server_cpu = server.cpu_seconds() - cpu0
+        server_cpu = sum(server.cpu_seconds()) - cpu0
         busy = ingest.busy_cpu_seconds() - busy0
         wall = time.monotonic() - wall0
         reported = queue.get(timeout=120)

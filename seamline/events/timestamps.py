@@ -7,6 +7,7 @@ all values are stored as naive UTC datetimes.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any, Protocol
 
 
@@ -28,6 +29,10 @@ def parse_timestamp(value: Any, field: str) -> datetime | None:
     """
     if value is None or value == "":
         return None
+    if isinstance(value, str):
+        parsed = _utc_text(value)
+        if parsed is not None and _EARLIEST <= parsed < _LATEST:
+            return parsed  # what SDKs send: UTC with a Z, seconds or milli/microseconds
     if isinstance(value, datetime):
         parsed = value
     elif isinstance(value, str):
@@ -48,6 +53,17 @@ def parse_timestamp(value: Any, field: str) -> datetime | None:
     if not _EARLIEST <= parsed < _LATEST:
         raise InvalidTimestamp(f"{field} {value!s:.40} is outside the years 2000-2199")
     return parsed
+
+
+@lru_cache(maxsize=1024)  # a batch's sentAt repeats on every event
+def _utc_text(value: str) -> datetime | None:
+    """``YYYY-MM-DDTHH:MM:SS[.fff[fff]]Z`` as naive UTC, else None (the general parse)."""
+    if len(value) not in (20, 24, 27) or value[10] != "T" or value[-1] != "Z":
+        return None
+    try:
+        return datetime.fromisoformat(value[:-1])
+    except ValueError:
+        return None
 
 
 def corrected_timestamp(
