@@ -17,12 +17,13 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any
+from typing import Any, TypeVar
 
 from seamline.errors import Overloaded
 from seamline.events.bodies import ParsedBody, ParseJob, parse_body
 
 log = logging.getLogger("seamline.parsing")
+T = TypeVar("T")
 
 
 def _start_worker(server_pid: int) -> None:
@@ -42,7 +43,7 @@ def _start_worker(server_pid: int) -> None:
 
 
 class ParsePool:
-    """Worker processes that run :func:`parse_body`. Started on first use, one per core.
+    """``processes`` worker processes that run :func:`parse_body`, started on first use.
 
     A worker that dies (killed, out of memory) breaks the executor: the requests it held
     are answered 503 (retryable, nothing was stored) and a new pool is started for the
@@ -68,35 +69,26 @@ class ParsePool:
                 )  # fmt: skip
             return self._executor
 
-    def submit(self, job: ParseJob) -> Future[ParsedBody]:
-        executor = self._pool()
-        try:
-            return executor.submit(parse_body, job)
-        except BrokenProcessPool:
-            self._replace(executor)
-            return self._pool().submit(parse_body, job)
-
-    def _replace(self, broken: ProcessPoolExecutor) -> None:
-        with self._lock:
-            if self._executor is broken:
-                log.warning("a parse worker died; starting new parse workers")
-                self._executor = None
-        broken.shutdown(wait=False, cancel_futures=True)
-
-    def then(self, future: Future[ParsedBody], step: Callable[[ParsedBody], Future[Any]]
-             ) -> Future[Any]:  # fmt: skip
-        """A future of ``step(parsed)``'s result, chained after the parse.
+    def run(self, job: ParseJob, step: Callable[[ParsedBody], Future[T]]) -> Future[T]:
+        """Parse ``job`` in a worker, then ``step(parsed)`` (here): a future of its result.
 
         A dead worker answers 503 (retry); an error raised by the parse (a bad request)
         or by ``step`` is the outcome.
         """
-        outcome: Future[Any] = Future()
+        executor = self._pool()
+        try:
+            future = executor.submit(parse_body, job)
+        except BrokenProcessPool:  # a worker died since the last request: start anew
+            self._replace(executor)
+            executor = self._pool()
+            future = executor.submit(parse_body, job)
+        outcome: Future[T] = Future()
 
         def parsed(done: Future[ParsedBody]) -> None:
             try:
                 inner = step(done.result())
             except BrokenProcessPool:
-                self._replace_current()
+                self._replace(executor)
                 outcome.set_exception(Overloaded(
                     "A parse worker stopped while reading this request; retry it (nothing "
                     "was stored).", code="parse_worker_lost"))  # fmt: skip
@@ -109,10 +101,15 @@ class ParsePool:
         future.add_done_callback(parsed)
         return outcome
 
-    def _replace_current(self) -> None:
-        executor = self._executor
-        if executor is not None:
-            self._replace(executor)
+    def _replace(self, broken: ProcessPoolExecutor) -> None:
+        """Forget a broken executor (once, whoever notices first); the next request
+        starts new workers."""
+        with self._lock:
+            if self._executor is not broken:
+                return
+            log.warning("a parse worker died; starting new parse workers")
+            self._executor = None
+        broken.shutdown(wait=False, cancel_futures=True)
 
     def close(self) -> None:
         """Stop the workers after the bodies they hold (call before the writer stops)."""

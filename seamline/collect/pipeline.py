@@ -117,8 +117,7 @@ class Collector:
         )  # fmt: skip
         if self.parsers is None:
             return self._admit(parse_body(job), auth_key, info)
-        return self.parsers.then(self.parsers.submit(job),
-                                 lambda parsed: self._admit(parsed, auth_key, info))
+        return self.parsers.run(job, lambda parsed: self._admit(parsed, auth_key, info))
 
     def _admit(self, parsed: ParsedBody, auth_key: str | None,
                info: RequestInfo) -> Future[AppendResult]:  # fmt: skip
