@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -30,9 +31,14 @@ def _start_worker(server_pid: int) -> None:
     """Worker start: import the parsing path now, and exit when the server is gone.
 
     A server killed with SIGKILL cannot stop its workers, and they would wait for work
-    forever; each checks twice a second that its parent is still the server.
+    forever; each checks twice a second that its parent is still the server. Ctrl-C and
+    SIGTERM sent to the whole process group are the server's to handle: it finishes the
+    requests in flight, which needs its workers, then stops them.
     """
     import seamline.events.fast  # noqa: F401
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
     def watch() -> None:
         while os.getppid() == server_pid:
