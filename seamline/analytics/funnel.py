@@ -23,6 +23,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from seamline.analytics.definitions import FunnelDefinition
+from seamline.analytics.kernels import same_names
 from seamline.analytics.result import FunnelResult
 from seamline.analytics.sequences import (
     KernelInput,
@@ -217,11 +218,30 @@ def _count_chunk(chunk: SequenceArrays, definition: FunnelDefinition, as_of_us: 
     return _People(reach, is_open, best_codes, gaps)
 
 
-def run_funnel(table: KernelInput, definition: FunnelDefinition, as_of: datetime
-               ) -> FunnelResult:  # fmt: skip
+@dataclass
+class FunnelPartial:
+    """The counted attempt of every person of a set of whole persons (:class:`_People`,
+    concatenated); breakdown codes index ``labels``."""
+
+    labels: list[str | None]
+    people: _People
+
+
+def _joined(parts: list[_People], k_steps: int) -> _People:
+    if len(parts) == 1:
+        return parts[0]
+    codes = [p.codes for p in parts if p.codes is not None]
+    return _People(np.concatenate([p.reach for p in parts]),
+                   np.concatenate([p.is_open for p in parts]),
+                   np.concatenate(codes) if codes else None,
+                   [np.concatenate([p.gaps[k] for p in parts]) for k in range(k_steps - 1)])
+
+
+def funnel_partial(table: KernelInput, definition: FunnelDefinition,
+                   as_of: datetime) -> FunnelPartial:  # fmt: skip
+    """The funnel's partial over rows of whole persons sorted as the funnel query sorts."""
     k_steps = len(definition.steps)
-    flag_names = tuple(f"s{i}" for i in range(k_steps)) + tuple(
-        f"x{i}" for i in range(len(definition.exclusions)))  # fmt: skip
+    flag_names = funnel_flags(definition)
     if isinstance(table, SequenceArrays):
         flag_names = ()
     data = as_arrays(table, ("breakdown",) if definition.by is not None else (), flag_names)
@@ -232,12 +252,36 @@ def run_funnel(table: KernelInput, definition: FunnelDefinition, as_of: datetime
              for chunk in data.chunks()]  # fmt: skip
     if not parts:
         parts = [_count_chunk(data.materialized(), definition, as_of_us, len(labels) - 1)]
-    reach = np.concatenate([p.reach for p in parts])
-    open_window = np.concatenate([p.is_open for p in parts])
-    gaps = [np.concatenate([p.gaps[k] for p in parts]) for k in range(k_steps - 1)]
-    breakdown_codes = None
-    if definition.by is not None:
-        breakdown_codes = np.concatenate([p.codes for p in parts if p.codes is not None])
+    return FunnelPartial(list(labels), _joined(parts, k_steps))
+
+
+def funnel_flags(definition: FunnelDefinition) -> tuple[str, ...]:
+    """The boolean columns of the funnel query: a flag per step, then per exclusion."""
+    return tuple(f"s{i}" for i in range(len(definition.steps))) + tuple(
+        f"x{i}" for i in range(len(definition.exclusions)))  # fmt: skip
+
+
+def merge_funnel(parts: list[FunnelPartial], definition: FunnelDefinition) -> FunnelPartial:
+    """The partials of disjoint sets of persons (coded alike) as one."""
+    same_names(parts, "labels")
+    return FunnelPartial(parts[0].labels,
+                         _joined([p.people for p in parts], len(definition.steps)))
+
+
+def run_funnel(table: KernelInput, definition: FunnelDefinition, as_of: datetime
+               ) -> FunnelResult:  # fmt: skip
+    return finish_funnel(funnel_partial(table, definition, as_of), definition, as_of)
+
+
+def finish_funnel(part: FunnelPartial, definition: FunnelDefinition,
+                  as_of: datetime) -> FunnelResult:  # fmt: skip
+    """People per breakdown value and step, conversions, intervals and step times."""
+    k_steps = len(definition.steps)
+    labels = part.labels
+    reach, open_window, gaps = part.people.reach, part.people.is_open, part.people.gaps
+    breakdown_codes = part.people.codes if definition.by is not None else None
+    if definition.by is not None and breakdown_codes is None:
+        breakdown_codes = np.zeros(0, dtype=np.int64)
 
     # people per (breakdown value, furthest step) and those of them still in their window
     if breakdown_codes is not None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from seamline.analytics.definitions import JourneyDefinition
+from seamline.analytics.kernels import same_names
 from seamline.analytics.result import JourneyResult
 from seamline.analytics.sequences import KernelInput, as_arrays
 
@@ -114,7 +115,30 @@ def _combine(pieces: list[_Piece]) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
     return unique_edges, counts, people, grouped
 
 
-def run_journeys(table: KernelInput, definition: JourneyDefinition) -> JourneyResult:
+@dataclass
+class JourneyPartial:
+    """The journey map of a set of whole persons, before quantiles and labels: its
+    transitions grouped by edge (``piece``; None: no transition), per node the people
+    starting and ending there, and the people counted. Codes index ``events``/``lanes``."""
+
+    events: list[str | None]
+    lanes: list[str | None]
+    piece: _Piece | None
+    start_tally: np.ndarray
+    end_tally: np.ndarray
+    people: int
+
+
+def _merged(pieces: list[_Piece]) -> _Piece | None:
+    pieces = [p for p in pieces if len(p.edges)]
+    if not pieces:
+        return None
+    edges, counts, people, gaps = _combine(pieces)
+    return _Piece(edges, counts, people, gaps, np.cumsum(counts) - counts)
+
+
+def journey_partial(table: KernelInput, definition: JourneyDefinition) -> JourneyPartial:
+    """The journey map's partial over rows of whole persons sorted by (person, time)."""
     data = as_arrays(table, ("event", "lane"))
     event_names, lane_names = data.text["event"][1], data.text["lane"][1]
     n_lanes = len(lane_names)
@@ -151,11 +175,36 @@ def run_journeys(table: KernelInput, definition: JourneyDefinition) -> JourneyRe
         end_tally += np.bincount(node[last], minlength=n_nodes)
         n_people += len(first)
         pieces.append(_piece(person, ts, node, n_nodes, pairs))
-    pieces = [p for p in pieces if len(p.edges)]
-    if pieces:
-        unique_edges, counts, people_counts, gaps = _combine(pieces)
-        starts = np.cumsum(counts) - counts
-        medians, p90s = _edge_quantiles(gaps, starts, counts, (0.5, 0.9))
+    return JourneyPartial(list(event_names), list(lane_names), _merged(pieces), start_tally,
+                          end_tally, n_people)  # fmt: skip
+
+
+def merge_journeys(parts: list[JourneyPartial]) -> JourneyPartial:
+    """The partials of disjoint sets of persons (coded alike) as one."""
+    same_names(parts, "events", "lanes")
+    if len(parts) == 1:
+        return parts[0]
+    first = parts[0]
+    return JourneyPartial(
+        first.events, first.lanes, _merged([p.piece for p in parts if p.piece is not None]),
+        np.sum([p.start_tally for p in parts], axis=0),
+        np.sum([p.end_tally for p in parts], axis=0), sum(p.people for p in parts),
+    )  # fmt: skip
+
+
+def run_journeys(table: KernelInput, definition: JourneyDefinition) -> JourneyResult:
+    return finish_journeys(journey_partial(table, definition), definition)
+
+
+def finish_journeys(part: JourneyPartial, definition: JourneyDefinition) -> JourneyResult:
+    """Quantiles, labels, the ``min_people``/``top`` cut and the order of the map."""
+    event_names, lane_names = part.events, part.lanes
+    n_lanes = len(lane_names)
+    n_nodes = max(len(event_names) * n_lanes, 1)
+    start_tally, end_tally, n_people = part.start_tally, part.end_tally, part.people
+    if part.piece is not None:
+        unique_edges, counts, people_counts = part.piece.edges, part.piece.counts, part.piece.people
+        medians, p90s = _edge_quantiles(part.piece.gaps, part.piece.bounds, counts, (0.5, 0.9))
     else:
         unique_edges = counts = people_counts = medians = p90s = np.zeros(0, dtype=np.int64)
     people_of = dict(zip(unique_edges.tolist(), people_counts.tolist(), strict=True))

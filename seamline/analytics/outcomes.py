@@ -14,19 +14,36 @@ Only periods with at least one active person are listed, oldest first.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
-import pyarrow as pa
 
 from seamline.analytics.definitions import OutcomeDefinition
 from seamline.analytics.periods import period_index, period_label
 from seamline.analytics.result import OutcomeResult
-from seamline.analytics.sequences import bool_column, from_table
+from seamline.analytics.sequences import KernelInput, bool_column, from_table
 from seamline.analytics.stats import quantiles
 
 _US = 1_000_000
 
 
-def run_outcomes(table: pa.Table, definition: OutcomeDefinition) -> OutcomeResult:
+@dataclass
+class OutcomePartial:
+    """Per period index (ascending) of a set of whole persons: active people, converted,
+    costly contacts and contained; and each converted (person, period)'s seconds to the
+    outcome with its period index."""
+
+    periods: np.ndarray
+    people: np.ndarray
+    converted: np.ndarray
+    contacts: np.ndarray
+    contained: np.ndarray
+    seconds: np.ndarray
+    seconds_period: np.ndarray
+
+
+def outcome_partial(table: KernelInput, definition: OutcomeDefinition) -> OutcomePartial:
+    """The outcomes' partial over rows of whole persons sorted by (person, time)."""
     seq = from_table(table)
     person, ts = seq.person, seq.ts
     outcome, costly = bool_column(table, "is_outcome"), bool_column(table, "is_costly")
@@ -50,16 +67,46 @@ def run_outcomes(table: pa.Table, definition: OutcomeDefinition) -> OutcomeResul
 
     periods, period_of_group = np.unique(period[heads], return_inverse=True)
     n_periods = len(periods)
-    people = np.bincount(period_of_group, minlength=n_periods)
-    n_converted = np.bincount(period_of_group, weights=converted, minlength=n_periods)
-    n_contacts = np.bincount(period_of_group, weights=contacts, minlength=n_periods)
-    n_contained = np.bincount(period_of_group, weights=contained, minlength=n_periods)
+
+    def per_period(weights: np.ndarray | None) -> np.ndarray:
+        return np.bincount(period_of_group, weights=weights,
+                           minlength=n_periods).astype(np.int64)  # fmt: skip
+
+    return OutcomePartial(periods.astype(np.int64), per_period(None), per_period(converted),
+                          per_period(contacts), per_period(contained), seconds[converted],
+                          periods[period_of_group[converted]].astype(np.int64))  # fmt: skip
+
+
+def merge_outcomes(parts: list[OutcomePartial]) -> OutcomePartial:
+    """The partials of disjoint sets of persons as one."""
+    if len(parts) == 1:
+        return parts[0]
+    periods, inverse = np.unique(np.concatenate([p.periods for p in parts]),
+                                 return_inverse=True)  # fmt: skip
+
+    def added(name: str) -> np.ndarray:
+        return np.bincount(inverse, weights=np.concatenate([getattr(p, name) for p in parts]),
+                           minlength=len(periods)).astype(np.int64)  # fmt: skip
+
+    return OutcomePartial(periods, added("people"), added("converted"), added("contacts"),
+                          added("contained"), np.concatenate([p.seconds for p in parts]),
+                          np.concatenate([p.seconds_period for p in parts]))  # fmt: skip
+
+
+def run_outcomes(table: KernelInput, definition: OutcomeDefinition) -> OutcomeResult:
+    return finish_outcomes(outcome_partial(table, definition), definition)
+
+
+def finish_outcomes(part: OutcomePartial, definition: OutcomeDefinition) -> OutcomeResult:
+    """Rates, time-to-outcome quantiles, contacts and containment per period."""
+    people, n_converted = part.people, part.converted
+    n_contacts, n_contained = part.contacts, part.contained
     # times to outcome of converted people, grouped by period
-    order = np.argsort(period_of_group[converted], kind="stable")
-    by_period = np.split(seconds[converted][order], np.cumsum(n_converted.astype(np.int64))[:-1])
+    order = np.argsort(part.seconds_period, kind="stable")
+    by_period = np.split(part.seconds[order], np.cumsum(n_converted)[:-1])
 
     rows = []
-    for i, index in enumerate(periods.tolist()):
+    for i, index in enumerate(part.periods.tolist()):
         median, p90 = quantiles(by_period[i])
         active, reached = int(people[i]), int(n_converted[i])
         rows.append({

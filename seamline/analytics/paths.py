@@ -15,17 +15,31 @@ Semantics (see the README's "Paths"):
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
-import pyarrow as pa
 
 from seamline.analytics.definitions import PathDefinition
+from seamline.analytics.kernels import same_names
 from seamline.analytics.result import PathResult
-from seamline.analytics.sequences import dictionary, from_table
+from seamline.analytics.sequences import KernelInput, dictionary, from_table
 
 _PAD = -1  # no touchpoint at this position (the person's sequence ended)
 
 
-def run_paths(table: pa.Table, definition: PathDefinition) -> PathResult:
+@dataclass
+class PathPartial:
+    """The distinct paths (rows of event codes indexing ``names``, padded with -1) of a
+    set of whole persons, the people per path, and the people anchored."""
+
+    names: list[str | None]
+    paths: np.ndarray
+    people: np.ndarray
+    total: int
+
+
+def path_partial(table: KernelInput, definition: PathDefinition) -> PathPartial:
+    """The paths' partial over rows of whole persons sorted by (person, time)."""
     person = from_table(table).person
     codes, names = dictionary(table, "event")
     if definition.collapse_repeats and len(codes):
@@ -47,12 +61,39 @@ def run_paths(table: pa.Table, definition: PathDefinition) -> PathResult:
     matrix = np.where(inside & same_person, codes[rows] if len(codes) else rows, _PAD)
 
     total = len(anchors)
+    if not total:
+        return PathPartial(list(names), np.zeros((0, k + 1), dtype=np.int64),
+                           np.zeros(0, dtype=np.int64), 0)  # fmt: skip
+    unique_paths, people = np.unique(matrix, axis=0, return_counts=True)
+    return PathPartial(list(names), unique_paths.astype(np.int64), people.astype(np.int64), total)
+
+
+def merge_paths(parts: list[PathPartial]) -> PathPartial:
+    """The partials of disjoint sets of persons (coded alike) as one."""
+    same_names(parts, "names")
+    if len(parts) == 1:
+        return parts[0]
+    total = sum(p.total for p in parts)
+    every = np.concatenate([p.paths for p in parts])
+    if not len(every):
+        return PathPartial(parts[0].names, every, np.zeros(0, dtype=np.int64), total)
+    unique_paths, inverse = np.unique(every, axis=0, return_inverse=True)
+    people = np.bincount(inverse.ravel(), weights=np.concatenate([p.people for p in parts]),
+                         minlength=len(unique_paths)).astype(np.int64)  # fmt: skip
+    return PathPartial(parts[0].names, unique_paths, people, total)
+
+
+def run_paths(table: KernelInput, definition: PathDefinition) -> PathResult:
+    return finish_paths(path_partial(table, definition), definition)
+
+
+def finish_paths(part: PathPartial, definition: PathDefinition) -> PathResult:
+    """Labels, shares and the top paths."""
+    names, total = part.names, part.total
     paths: list[dict] = []
-    if total:
-        unique_paths, people = np.unique(matrix, axis=0, return_counts=True)
-        for row, count in zip(unique_paths.tolist(), people.tolist(), strict=True):
-            path = [names[c] for c in row if c != _PAD]
-            paths.append({"path": path, "people": int(count), "share": count / total})
+    for row, count in zip(part.paths.tolist(), part.people.tolist(), strict=True):
+        path = [names[c] for c in row if c != _PAD]
+        paths.append({"path": path, "people": int(count), "share": count / total})
     paths.sort(key=lambda p: (-p["people"], [str(step) for step in p["path"]]))
     return PathResult(
         {"event": definition.event, "direction": definition.direction,

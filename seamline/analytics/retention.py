@@ -13,19 +13,29 @@ Semantics (see the README's "Retention"):
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
-import pyarrow as pa
 
 from seamline.analytics.definitions import RetentionDefinition
 from seamline.analytics.periods import period_index, period_label, period_of
 from seamline.analytics.result import RetentionResult
-from seamline.analytics.sequences import bool_column, distinct, from_table
+from seamline.analytics.sequences import KernelInput, bool_column, distinct, from_table
 
 
-def run_retention(table: pa.Table, definition: RetentionDefinition,
-                  as_of: datetime) -> RetentionResult:  # fmt: skip
+@dataclass
+class RetentionPartial:
+    """Per cohort (period index, ascending) of a set of whole persons: its people and the
+    people retained at each offset."""
+
+    cohorts: np.ndarray
+    sizes: np.ndarray
+    retained: np.ndarray
+
+
+def retention_partial(table: KernelInput, definition: RetentionDefinition) -> RetentionPartial:
+    """Retention's partial over rows of whole persons sorted by (person, time)."""
     seq = from_table(table)
     person, ts = seq.person, seq.ts
     period, width = definition.period, definition.periods
@@ -53,7 +63,33 @@ def run_retention(table: pa.Table, definition: RetentionDefinition,
     pairs = distinct(who[counted] * width + offset[counted])
     retained = np.zeros((len(cohorts), width), dtype=np.int64)
     np.add.at(retained, (cohort[pairs // width], pairs % width), 1)
+    return RetentionPartial(cohorts.astype(np.int64), cohort_sizes.astype(np.int64), retained)
 
+
+def merge_retention(parts: list[RetentionPartial]) -> RetentionPartial:
+    """The partials of disjoint sets of persons as one."""
+    if len(parts) == 1:
+        return parts[0]
+    cohorts, inverse = np.unique(np.concatenate([p.cohorts for p in parts]),
+                                 return_inverse=True)  # fmt: skip
+    sizes = np.bincount(inverse, weights=np.concatenate([p.sizes for p in parts]),
+                        minlength=len(cohorts)).astype(np.int64)  # fmt: skip
+    width = parts[0].retained.shape[1]
+    retained = np.zeros((len(cohorts), width), dtype=np.int64)
+    np.add.at(retained, inverse, np.concatenate([p.retained for p in parts]))
+    return RetentionPartial(cohorts, sizes, retained)
+
+
+def run_retention(table: KernelInput, definition: RetentionDefinition,
+                  as_of: datetime) -> RetentionResult:  # fmt: skip
+    return finish_retention(retention_partial(table, definition), definition, as_of)
+
+
+def finish_retention(part: RetentionPartial, definition: RetentionDefinition,
+                     as_of: datetime) -> RetentionResult:  # fmt: skip
+    """Rates and the offsets observed by ``as_of``, per cohort."""
+    period, width = definition.period, definition.periods
+    cohorts, cohort_sizes, retained = part.cohorts, part.sizes, part.retained
     observed = np.clip(period_of(as_of, period) - cohorts + 1, 0, width)
     rows = [
         {"cohort": period_label(int(c), period), "people": int(size),
@@ -64,6 +100,6 @@ def run_retention(table: pa.Table, definition: RetentionDefinition,
     return RetentionResult(
         {"period": period, "periods": width, "start_event": definition.start_event,
          "return_event": definition.return_event, "as_of": as_of.isoformat(),
-         "cohorts": rows, "people": len(owners)},
+         "cohorts": rows, "people": int(cohort_sizes.sum())},
         "cohorts",
     )  # fmt: skip

@@ -3,13 +3,17 @@
 :class:`Analyses` is what :class:`seamline.app.Workspace` (DuckDB) and
 :class:`seamline.lake_workspace.LakeWorkspace` (Spark over a Parquet lake) both call,
 so a funnel means the same thing on both: the same definition, the same SQLGlot tree
-rendered in the engine's dialect, the same NumPy kernel over the sorted Arrow rows.
+rendered in the engine's dialect, the same NumPy kernel over the rows sorted by person.
+Each kernel is a :class:`~seamline.analytics.kernels.KernelPlan` (partial, merge, finish):
+DuckDB runs it over all the rows at once, Spark per partition of persons where the rows are.
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from seamline.analytics import (
     DateRange,
@@ -27,19 +31,26 @@ from seamline.analytics.definitions import (
     check_period,
 )
 from seamline.analytics.durations import parse_duration
-from seamline.analytics.funnel import run_funnel
-from seamline.analytics.journeys import run_journeys
-from seamline.analytics.outcomes import run_outcomes
-from seamline.analytics.paths import run_paths
+from seamline.analytics.funnel import finish_funnel, funnel_flags, funnel_partial, merge_funnel
+from seamline.analytics.journeys import finish_journeys, journey_partial, merge_journeys
+from seamline.analytics.kernels import KernelPlan
+from seamline.analytics.outcomes import finish_outcomes, merge_outcomes, outcome_partial
+from seamline.analytics.paths import finish_paths, merge_paths, path_partial
 from seamline.analytics.query import (
     funnel_query,
     outcome_query,
     retention_query,
     sequence_query,
 )
-from seamline.analytics.result import OutcomeResult, PathResult, RetentionResult
-from seamline.analytics.retention import run_retention
-from seamline.analytics.seams import SeamsDefinition, SeamsResult, run_seams
+from seamline.analytics.result import OutcomeResult, PathResult, Result, RetentionResult
+from seamline.analytics.retention import finish_retention, merge_retention, retention_partial
+from seamline.analytics.seams import (
+    SeamsDefinition,
+    SeamsResult,
+    finish_seams,
+    merge_seams,
+    seams_partial,
+)
 from seamline.analytics.snapshot import (
     COLUMNS,
     Snapshot,
@@ -104,9 +115,15 @@ class Analyses:
         fields += [*definition.segment, *([definition.by] if definition.by is not None else [])]
         snap = self._snapshot(fields)
         table = funnel_table(snap, definition) if snap is not None else None
-        if table is None:
-            table = self._rows(funnel_query(definition, dialect=self.engine.dialect))
-        return run_funnel(table, definition, as_of=end or utcnow())
+        as_of = end or utcnow()
+        plan = KernelPlan(
+            functools.partial(funnel_partial, definition=definition, as_of=as_of),
+            functools.partial(merge_funnel, definition=definition),
+            functools.partial(finish_funnel, definition=definition, as_of=as_of),
+            ("breakdown",) if definition.by is not None else (), funnel_flags(definition),
+        )  # fmt: skip
+        return cast(FunnelResult, self._run(
+            plan, table, lambda: funnel_query(definition, dialect=self.engine.dialect)))
 
     def journeys(
         self,
@@ -124,8 +141,11 @@ class Analyses:
                              code="invalid_lane")  # fmt: skip
         definition = JourneyDefinition(from_event, min_people, top, DateRange(start, end),
                                        by=lane)  # type: ignore[arg-type]  # fmt: skip
-        table = self._sequences(definition.dates, definition.include_identify, lane)
-        return run_journeys(table, definition)
+        plan = KernelPlan(functools.partial(journey_partial, definition=definition),
+                          merge_journeys, functools.partial(finish_journeys, definition=definition),
+                          ("event", "lane"))  # fmt: skip
+        return cast(JourneyResult,
+                    self._sequences(plan, definition.dates, definition.include_identify, lane))
 
     def declared(self) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
         """(outcome events, costly events, costly channels) declared in the settings."""
@@ -160,12 +180,16 @@ class Analyses:
             outcome_within=parse_duration(outcome_within, "outcome_within"),
             min_people=min_people, include_all=include_all,
         )  # fmt: skip
-        table = self._sequences(DateRange(start, end), False, "channel")
         funnels = {}
         for field_name in (by or ("app_version", "os_name", "source")) if funnel else ():
             funnels[field_name] = self.funnel(funnel or [], funnel_within, field_name,
                                               start=start, end=end).to_dict()  # fmt: skip
-        return run_seams(table, definition, as_of=end or utcnow(), funnels=funnels)
+        plan = KernelPlan(
+            functools.partial(seams_partial, definition=definition, as_of=end or utcnow()),
+            merge_seams, functools.partial(finish_seams, definition=definition, funnels=funnels),
+            ("event", "lane"), keep_ids=True,
+        )  # fmt: skip
+        return cast(SeamsResult, self._sequences(plan, DateRange(start, end), False, "channel"))
 
     def paths(
         self,
@@ -181,8 +205,10 @@ class Analyses:
         """Top paths after (or before) each person's first ``event``."""
         definition = PathDefinition(event, steps, direction, top, collapse_repeats,
                                     DateRange(start, end))  # fmt: skip
-        table = self._sequences(definition.dates, False, "channel")
-        return run_paths(table, definition)
+        plan = KernelPlan(functools.partial(path_partial, definition=definition), merge_paths,
+                          functools.partial(finish_paths, definition=definition),
+                          ("event",))  # fmt: skip
+        return cast(PathResult, self._sequences(plan, definition.dates, False, "channel"))
 
     def retention(
         self,
@@ -199,14 +225,18 @@ class Analyses:
                                          check_period(period), periods,
                                          DateRange(start, end))  # fmt: skip
         snap = self._snapshot()
+        table = None
         if snap is not None:
             table = retention_table(snap, definition.start_event, definition.return_event,
                                     definition.dates)  # fmt: skip
-        else:
-            table = self._rows(retention_query(definition.start_event, definition.return_event,
-                                               definition.dates,
-                                               dialect=self.engine.dialect))  # fmt: skip
-        return run_retention(table, definition, as_of=end or utcnow())
+        plan = KernelPlan(
+            functools.partial(retention_partial, definition=definition), merge_retention,
+            functools.partial(finish_retention, definition=definition, as_of=end or utcnow()),
+            flags=("is_start", "is_return"),
+        )  # fmt: skip
+        return cast(RetentionResult, self._run(plan, table, lambda: retention_query(
+            definition.start_event, definition.return_event, definition.dates,
+            dialect=self.engine.dialect)))  # fmt: skip
 
     def outcomes(
         self,
@@ -221,21 +251,33 @@ class Analyses:
         definition = OutcomeDefinition.build(declared, costly_events, costly_channels, outcome,
                                              period, DateRange(start, end))  # fmt: skip
         snap = self._snapshot()
+        table = None
         if snap is not None:
             table = outcome_table(snap, definition.outcomes, definition.costly_events,
                                   definition.costly_channels, definition.dates)  # fmt: skip
-        else:
-            table = self._rows(outcome_query(
-                definition.outcomes, definition.costly_events, definition.costly_channels,
-                definition.dates, dialect=self.engine.dialect,
-            ))  # fmt: skip
-        return run_outcomes(table, definition)
+        plan = KernelPlan(functools.partial(outcome_partial, definition=definition),
+                          merge_outcomes, functools.partial(finish_outcomes, definition=definition),
+                          flags=("is_outcome", "is_costly"))  # fmt: skip
+        return cast(OutcomeResult, self._run(plan, table, lambda: outcome_query(
+            definition.outcomes, definition.costly_events, definition.costly_channels,
+            definition.dates, dialect=self.engine.dialect)))  # fmt: skip
 
-    def _sequences(self, dates: DateRange, include_identify: bool, lane: str) -> Any:
-        """Every touchpoint of every person in time order: from the snapshot, else SQL."""
+    def _sequences(self, plan: KernelPlan, dates: DateRange, include_identify: bool,
+                   lane: str) -> Result:  # fmt: skip
+        """``plan`` over every touchpoint of every person in time order: from the snapshot,
+        else SQL."""
         snap = self._snapshot([lane])
         table = sequence_table(snap, dates, include_identify, lane) if snap is not None else None
+        return self._run(plan, table, lambda: sequence_query(dates, include_identify, lane,
+                                                             dialect=self.engine.dialect))
+
+    def _run(self, plan: KernelPlan, table: Any, sql: Callable[[], str]) -> Result:
+        """``plan`` over ``table`` (a snapshot's rows), else over the rows of the query:
+        on an engine that runs kernels itself (Spark: the partials on the executors), there;
+        else over the rows it returns."""
         if table is None:
-            table = self._rows(sequence_query(dates, include_identify, lane,
-                                              dialect=self.engine.dialect))  # fmt: skip
-        return table
+            run_kernel = getattr(self.engine, "run_kernel", None)
+            if run_kernel is not None:
+                return cast(Result, run_kernel(sql(), plan))
+            table = self._rows(sql())
+        return plan.run(table)

@@ -39,6 +39,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from seamline.analytics.durations import format_duration
+from seamline.analytics.kernels import same_names
 from seamline.analytics.result import Result
 from seamline.analytics.sequences import (
     DictionaryIds,
@@ -163,12 +164,12 @@ class _Scan:
     """One pass over the sequences, chunk by chunk (a chunk never splits a person): every
     candidate's counts are sums over persons, so each chunk adds its share."""
 
-    def __init__(self, table: KernelInput, definition: SeamsDefinition, as_of: datetime):
-        self.data = as_arrays(table, ("event", "lane"), keep_ids=True)
-        self.event_names = self.data.text["event"][1]
-        self.lane_names = self.data.text["lane"][1]
-        ids = self.data.person_ids
-        self.ids: Sequence[str] = DictionaryIds(ids) if ids is not None else []
+    def __init__(self, event_names: list[str | None], lane_names: list[str | None],
+                 definition: SeamsDefinition, as_of: datetime):  # fmt: skip
+        self.event_names = event_names
+        self.lane_names = lane_names
+        # person code -> id while scanning; None once the examples hold ids (:meth:`portable`)
+        self.ids: Sequence[str] | None = []
         self.n_lanes = len(self.lane_names)
         self.n_nodes = max(len(self.event_names) * self.n_lanes, 1)
         self.definition = definition
@@ -193,16 +194,63 @@ class _Scan:
         self.from_x = np.zeros(n_nodes, dtype=np.int64)
         # the first people (in person order) behind each possible candidate, collected as
         # the chunks go by (persons ascend from chunk to chunk) until there are enough
-        self.people: dict[tuple[str, int, int], list[int]] = {}
+        self.people: dict[tuple[str, int, int], list[Any]] = {}
         self.enough: dict[tuple[str, int], NDArray[np.bool_]] = {}
+
+    def scan(self, data: SequenceArrays) -> _Scan:
+        """Adds rows of whole persons (``data``, coded like this scan's names), chunk by
+        chunk; persons must ascend across calls, or the scans be merged (:meth:`merge`)."""
+        self.ids = DictionaryIds(data.person_ids) if data.person_ids is not None else []
+        for chunk in data.chunks():
+            if len(chunk):
+                self._add(chunk)
+        return self
+
+    def portable(self) -> _Scan:
+        """The scan without references to its input: the examples as person ids."""
+        if self.ids is not None:
+            ids = self.ids
+            self.people = {key: [ids[int(p)] for p in found]
+                           for key, found in self.people.items()}  # fmt: skip
+            self.ids = None
+        self.enough = {}
+        return self
+
+    @staticmethod
+    def merge(scans: list[_Scan]) -> _Scan:
+        """The scans of disjoint sets of persons (coded alike) as one; the examples are
+        the first people by id of all of them (each scan's are its first by id)."""
+        same_names(scans, "event_names", "lane_names")
+        out = scans[0].portable()
+        for other in scans[1:]:
+            other.portable()
+            for name in ("first_n", "loop_n", "entry_n", "did_n", "from_n", "from_x"):
+                setattr(out, name, getattr(out, name) + getattr(other, name))
+            for lane_code, sums in other.lanes.items():
+                mine = out.lanes.get(lane_code)
+                if mine is None:
+                    out.lanes[lane_code] = sums
+                    continue
+                for name in ("followed", "loop_followed", "entry_followed", "did_followed"):
+                    setattr(mine, name, getattr(mine, name) + getattr(sums, name))
+            for code, count in other.pair_n.items():
+                out.pair_n[code] = out.pair_n.get(code, 0) + count
+            for code, hits in other.pair_x.items():
+                out.pair_x[code] = out.pair_x.get(code, 0) + hits
+            if other.pair_tally is not None:
+                out.pair_tally = other.pair_tally if out.pair_tally is None else (
+                    out.pair_tally + other.pair_tally)  # fmt: skip
+            for key, found in other.people.items():
+                out.people[key] = out.people.get(key, []) + found
+        if len(scans) > 1:
+            wanted = out.definition.people_examples
+            out.people = {key: sorted(found)[:wanted] for key, found in out.people.items()}
+        return out
 
     def label(self, node: int) -> tuple[str | None, str | None]:
         return self.event_names[node // self.n_lanes], self.lane_names[node % self.n_lanes]
 
     def candidates(self) -> list[_Candidate]:
-        for chunk in self.data.chunks():
-            if len(chunk):
-                self._add(chunk)
         return self.costly_candidates() + self.outcome_candidates()
 
     def _add(self, chunk: SequenceArrays) -> None:
@@ -340,7 +388,10 @@ class _Scan:
 
     def examples(self, kind: str, lane_code: int, code: int) -> list[str]:
         """The ids of the first people behind a candidate (in person order)."""
-        return [self.ids[int(p)] for p in self.people.get((kind, lane_code, code), [])]
+        found = self.people.get((kind, lane_code, code), [])
+        if self.ids is None:
+            return list(found)
+        return [self.ids[int(p)] for p in found]
 
     def costly_candidates(self) -> list[_Candidate]:
         d = self.definition
@@ -478,11 +529,30 @@ def finish(candidates: list[_Candidate], definition: SeamsDefinition,
                         "notes": notes}, "seams")  # fmt: skip
 
 
-def run_seams(table: KernelInput, definition: SeamsDefinition, as_of: datetime,
-              funnels: dict[str, dict[str, Any]] | None = None) -> SeamsResult:  # fmt: skip
-    candidates = _Scan(table, definition, as_of).candidates()
+def seams_partial(table: KernelInput, definition: SeamsDefinition, as_of: datetime) -> _Scan:
+    """The seams' partial (every candidate's sums) over rows of whole persons sorted by
+    (person, time)."""
+    data = as_arrays(table, ("event", "lane"), keep_ids=True)
+    scan = _Scan(list(data.text["event"][1]), list(data.text["lane"][1]), definition, as_of)
+    return scan.scan(data)
+
+
+def merge_seams(parts: list[_Scan]) -> _Scan:
+    """The partials of disjoint sets of persons (coded alike) as one."""
+    return _Scan.merge(parts)
+
+
+def finish_seams(part: _Scan, definition: SeamsDefinition,
+                 funnels: dict[str, dict[str, Any]] | None = None) -> SeamsResult:  # fmt: skip
+    """The candidates of the sums (and of the funnels' segments), tested and ranked."""
+    candidates = part.candidates()
     notes = []
     if funnels:
         candidates += segment_candidates(funnels, definition.min_people)
         notes.append(MIX_SHIFT_NOTE)
     return finish(candidates, definition, notes)
+
+
+def run_seams(table: KernelInput, definition: SeamsDefinition, as_of: datetime,
+              funnels: dict[str, dict[str, Any]] | None = None) -> SeamsResult:  # fmt: skip
+    return finish_seams(seams_partial(table, definition, as_of), definition, funnels)

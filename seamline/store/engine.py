@@ -5,6 +5,11 @@ file) and :class:`~seamline.store.spark.SparkEngine` (a Parquet lake on a Spark
 session). Both expose the same two relations to the queries of
 :mod:`seamline.analytics.query`: ``events_resolved`` (every event with
 ``resolved_person_id``, the stitched person) and ``sources`` (``source_id``, ``name``).
+
+An engine that can run the kernels where its rows are also offers
+``run_kernel(sql, plan) -> Result`` (:class:`~seamline.analytics.kernels.KernelPlan`: the
+partials per partition of persons, merged): the Spark engine does; the analyses then never
+collect the rows (:meth:`seamline.analytics.runner.Analyses._run`).
 """
 
 from __future__ import annotations
