@@ -52,7 +52,10 @@ def main() -> None:
     parser.add_argument("--master", default="local[2]")
     parser.add_argument("--partitions", type=int, default=8, help="spark.sql.shuffle.partitions")
     parser.add_argument("--identity", action="store_true", help="Also time the identity rebuild.")
-    parser.add_argument("--driver-memory", default="6g", help="Rows go to the driver.")
+    parser.add_argument("--only", default=None,
+                        help="Run only the analyses whose name starts with this, e.g. identity.")
+    parser.add_argument("--driver-memory", default="6g",
+                        help="JVM heap (local mode: the driver is the executor too).")
     args = parser.parse_args()
 
     import seamline
@@ -75,6 +78,8 @@ def main() -> None:
             analyses = dict(ANALYSES)
             if args.identity:
                 analyses["identity rebuild"] = lambda w, end: w.rebuild_identity()
+            if args.only:
+                analyses = {k: v for k, v in analyses.items() if k.startswith(args.only)}
             last = ws.store.query_one("SELECT max(timestamp) FROM events")
             end = (last[0] if last and last[0] else datetime(2100, 1, 1)) + timedelta(seconds=1)
             for name, run in analyses.items():
@@ -104,7 +109,8 @@ def main() -> None:
               "lake_export_events_per_second": round(written / export_seconds),
               "spark_session_seconds": round(started, 1), "analyses": rows,
               "machine": "2 cores shared with other engineers' work (contended)"}  # fmt: skip
-    path = RESULTS / f"spark-{args.events}.json"
+    only = f"-{args.only.split()[0]}" if args.only else ""  # keeps the full run's file
+    path = RESULTS / f"spark-{args.events}{only}.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {path}")
 

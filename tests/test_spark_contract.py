@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -111,6 +112,46 @@ def test_same_answers_on_duckdb_and_spark(analysis: str, duck: seamline.Workspac
     assert any(value for value in expected.values() if isinstance(value, list | dict))
 
 
+def test_partials_over_many_partitions_and_batches(
+    duck: seamline.Workspace, lake: seamline.LakeWorkspace
+) -> None:
+    """The kernels' partials computed per partition IN Spark (persons spread over six
+    partitions, each partition's rows in Arrow batches of 7 rows, cut into segments of
+    about 25 rows without splitting a person) merge into DuckDB's answers exactly,
+    medians and 90th percentiles included."""
+    from pyspark.sql import functions as F
+
+    from seamline.analytics import DateRange
+    from seamline.analytics.query import sequence_query
+    from seamline.store.spark_kernels import unordered
+
+    conf = lake.engine.spark.conf
+    saved = {key: conf.get(key) for key in ("spark.sql.shuffle.partitions",
+                                            "spark.sql.execution.arrow.maxRecordsPerBatch")}
+    conf.set("spark.sql.shuffle.partitions", "6")
+    conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "7")
+    lake.engine.segment_rows = 25
+    try:
+        query = sequence_query(DateRange(None, END), False, "channel", dialect="spark")
+        body, keys = unordered(query)
+        assert [k[0] for k in keys] == ["person", "ts", "_order2"]  # message_id, kept for ties
+        spread = (lake.engine.spark.sql(body).repartition(6, "person")
+                  .groupBy(F.spark_partition_id().alias("part"))
+                  .agg(F.countDistinct("person").alias("people")).collect())  # fmt: skip
+        assert len(spread) >= 4 and all(row["people"] > 1 for row in spread)
+        got = {}
+        for name in ("funnel_breakdown_exclusion", "journeys", "paths", "retention", "outcomes",
+                     "seams"):  # one of each kernel (the others: see test_kernel_partials.py)
+            got[name] = ANALYSES[name](lake).to_dict()
+            assert got[name] == ANALYSES[name](duck).to_dict(), name
+        assert any(e["median_seconds"] > 0 for e in got["journeys"]["edges"])
+        assert got["funnel_breakdown_exclusion"]["steps"][1]["p90_seconds"] is not None
+    finally:
+        lake.engine.segment_rows = None
+        for key, value in saved.items():
+            conf.set(key, value)
+
+
 def test_identity_rebuild_gives_the_same_person_map(duck: seamline.Workspace,
                                                     lake: seamline.LakeWorkspace,
                                                     tmp_path: Path) -> None:  # fmt: skip
@@ -132,6 +173,63 @@ def test_identity_rebuild_gives_the_same_person_map(duck: seamline.Workspace,
     assert duck_map["email:ana@example.com"] == duck_map["user_id:ana"]
     assert duck_map["anonymous_id:anon-old"] == duck_map["user_id:ana"]
     assert duck_map["user_id:hub-a"] != duck_map["user_id:hub-b"]
+
+
+def chain_and_hub_cases() -> list[dict[str, Any]]:
+    """A line of 200 identifiers (100 anonymous ids and 100 devices, each event linking one
+    device to two neighbours), named so that neither the chain's order nor its reverse is
+    the string order (min-label propagation with one pointer jump needs 72 rounds on it);
+    a device shared by three user ids and an email shared by two (hubs), and a visitor
+    seen only with them."""
+    order = list(range(100))
+    random.Random(7).shuffle(order)
+    events: list[dict[str, Any]] = []
+
+    def event(i: int, **ids: Any) -> None:
+        events.append({"type": "track", "event": "Opened", "messageId": f"c{i}",
+                       "timestamp": f"2026-11-10T10:{i // 60 % 60:02d}:{i % 60:02d}Z", **ids})
+
+    for i, k in enumerate(order):  # anon k -- dev k -- anon (next k)
+        event(2 * i, anonymousId=f"chain-a{k:03d}", context={"device": {"id": f"chain-d{k:03d}"}})
+        if i + 1 < len(order):
+            event(2 * i + 1, anonymousId=f"chain-a{order[i + 1]:03d}",
+                  context={"device": {"id": f"chain-d{k:03d}"}})  # fmt: skip
+    for n, user in enumerate(("hub-u1", "hub-u2", "hub-u3")):
+        event(300 + n, userId=user, context={"device": {"id": "shared-tablet"}})
+    for n, user in enumerate(("hub-u1", "hub-u2")):
+        event(310 + n, userId=user, context={"traits": {"email": "family@example.com"}})
+    # an anonymous visitor seen only on the shared tablet and with the family email
+    event(320, anonymousId="hub-visitor", context={"device": {"id": "shared-tablet"},
+                                                   "traits": {"email": "family@example.com"}})
+    return events
+
+
+def test_identity_rebuild_long_chain_and_hubs(tmp_path: Path, spark: Any) -> None:
+    with seamline.open(tmp_path / "ws") as ws:
+        ws.add_source("app", "mobile")
+        ws.import_events("app", chain_and_hub_cases())
+        ws.lake_export(tmp_path / "lake")
+        with ws.store.cursor() as cur:
+            expected = identity_tables.rebuild(
+                cur, ws.rules.blocked_list(), {t: rank for rank, t in enumerate(ID_TYPES)})
+            duck_map = dict(cur.execute("SELECT node, comp FROM _cc").fetchall())
+        settings = ws.settings
+    with seamline.open_lake(tmp_path / "lake", spark=spark, settings=settings) as lw:
+        got = lw.rebuild_identity(write_to=tmp_path / "person_map")
+    spark_map = pq.read_table(tmp_path / "person_map").to_pydict()
+    assert dict(zip(spark_map["node"], spark_map["comp"], strict=True)) == duck_map
+    got.pop("person_map")
+    for example in expected["examples"]:  # DuckDB's list() comes in any order
+        example["persons"] = sorted(example["persons"])
+    assert got == expected
+    chain = {comp for node, comp in duck_map.items() if node.split(":")[1].startswith("chain-")}
+    assert chain == {"anonymous_id:chain-a000"}  # one component, its smallest node
+    assert sum(1 for node in duck_map if ":chain-" in node) == 200
+    assert got["hubs"] == 2  # the tablet and the family email link nobody
+    assert "device_id:shared-tablet" not in duck_map
+    assert "email:family@example.com" not in duck_map
+    assert len({duck_map[f"user_id:hub-u{n}"] for n in (1, 2, 3)}) == 3
+    assert duck_map["anonymous_id:hub-visitor"] == "anonymous_id:hub-visitor"
 
 
 def test_two_collectors_publish_one_lake_without_duplicates(tmp_path: Path, spark: Any) -> None:
@@ -187,3 +285,24 @@ def test_cli_runs_on_spark_like_the_python_api(built: tuple[Path, Path],
     expected = duck.funnel(["App Opened", "Payment Started"], "1d", "channel", end=END)
     assert got == json.loads(json.dumps(expected.to_dict(), default=str))
     assert got["steps"][0]["people"] > 0
+
+
+def test_executor_code_imports_only_analytics_numpy_and_pyarrow() -> None:
+    """What ``mapInArrow`` ships runs on the executors: seamline's kernels, NumPy, PyArrow;
+    not DuckDB (the store), not PySpark's driver side."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import seamline.analytics.kernels, seamline.analytics.funnel, seamline.analytics.seams\n"
+        "import seamline.analytics.journeys, seamline.analytics.paths\n"
+        "import seamline.analytics.retention, seamline.analytics.outcomes\n"
+        "tops = {m.split('.')[0] for m in sys.modules} - set(sys.stdlib_module_names)\n"
+        "print(sorted(t for t in tops if not t.startswith('_')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=Path(__file__).parent.parent)  # fmt: skip
+    imported = set(json.loads(out.stdout.replace("'", '"')))
+    assert {"seamline", "numpy", "pyarrow"} <= imported
+    assert imported - {"seamline", "numpy", "pyarrow", "cython_runtime"} == set()
