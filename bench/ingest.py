@@ -6,7 +6,7 @@ concurrent keep-alive connections for a fixed time. Only events of requests answ
 ``200`` count (a 200 is sent after the group COMMIT). The server is stopped with
 SIGTERM and the DuckDB file is opened to check that it holds exactly the acknowledged
 events. The same bodies are then decoded and validated in-process with seamline's own
-``parse_request`` + ``normalise_events`` on one core: the parse-only ceiling.
+``parse_body`` (what a parse worker runs) on one core: the parse-only ceiling.
 
     .venv/bin/python bench/ingest.py --seconds 20
 
@@ -572,10 +572,11 @@ def add_source(data: Path) -> str:
 
 
 def parse_ceiling(bodies: list[bytes], seconds: float) -> dict[str, float]:
-    """Single-core events/s of seamline's own decode + validation of the same bodies."""
+    """Single-core events/s of seamline's own decode + validation of the same bodies
+    (``parse_body``, what a parse worker runs)."""
     import pyarrow as pa
 
-    from seamline.events import IngestContext, normalise_events, parse_request
+    from seamline.events.bodies import ParseJob, parse_body
     from seamline.events.columns import EVENTS_SCHEMA
     from seamline.events.timestamps import utcnow
     from seamline.settings import Settings
@@ -583,30 +584,21 @@ def parse_ceiling(bodies: list[bytes], seconds: float) -> dict[str, float]:
     settings = Settings()
 
     def parse(body: bytes) -> Any:
-        parsed = parse_request(
+        # what a parse worker runs for each body
+        job = ParseJob(
             body,
             batch=True,
+            forced_type=None,
+            received_at=utcnow(),
             max_events=settings.max_batch_events,
             max_event_bytes=settings.max_event_bytes,
-        )
-        ctx = IngestContext(
-            source_id="src_bench",
-            channel="mobile",
-            unit=None,
-            received_at=utcnow(),
+            skew_flag_seconds=settings.skew_flag_seconds,
             client_ip="127.0.0.1",
             fill_ip=True,
-            skew_flag_seconds=settings.skew_flag_seconds,
         )
-        rows, failed = normalise_events(
-            parsed.events,
-            ctx,
-            batch_sent_at=parsed.sent_at,
-            batch_context=parsed.context,
-            batch_integrations=parsed.integrations,
-        )
-        assert not failed, failed[0]
-        return rows
+        parsed = parse_body(job)
+        assert not parsed.failed, parsed.failed[0]
+        return parsed.rows
 
     def rate(step: Any) -> float:
         events, start = 0, time.perf_counter()
