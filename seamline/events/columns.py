@@ -33,4 +33,3 @@ _ARROW_TYPES: dict[str, pa.DataType] = {
 }  # fmt: skip
 #: The stored columns as Arrow (naive UTC timestamps), the shape the store appends.
 EVENTS_SCHEMA = pa.schema([(name, _ARROW_TYPES.get(name, pa.string())) for name in EVENT_COLUMNS])
-
