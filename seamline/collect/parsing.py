@@ -61,6 +61,10 @@ class ParsePool:
         self._lock = threading.Lock()
         self._executor: ProcessPoolExecutor | None = None
         self._closed = False
+        # bodies handed to the workers and not parsed yet, and the mean events of a body:
+        # the events on their way to the writer's queue (see :meth:`arriving_events`)
+        self._pending = 0
+        self._events_per_body = 0.0
 
     def _pool(self) -> ProcessPoolExecutor:
         with self._lock:
@@ -75,6 +79,19 @@ class ParsePool:
                 )  # fmt: skip
             return self._executor
 
+    def arriving_events(self) -> float:
+        """About how many events the bodies being parsed hold (they will queue for the
+        writer next): the admission control's wait counts them, so a parse backlog cannot
+        grow unseen under overload."""
+        return self._pending * self._events_per_body
+
+    def _parsed(self, body: ParsedBody | None) -> None:
+        with self._lock:
+            self._pending -= 1
+            if body is not None:  # a moving mean; the first body sets it
+                mean = self._events_per_body
+                self._events_per_body = body.events if not mean else 0.9 * mean + 0.1 * body.events
+
     def run(self, job: ParseJob, step: Callable[[ParsedBody], Future[T]]) -> Future[T]:
         """Parse ``job`` in a worker, then ``step(parsed)`` (here): a future of its result.
 
@@ -82,15 +99,22 @@ class ParsePool:
         or by ``step`` is the outcome.
         """
         executor = self._pool()
+        with self._lock:
+            self._pending += 1  # before the submit: the parse may end before it returns
         try:
-            future = executor.submit(parse_body, job)
-        except BrokenProcessPool:  # a worker died since the last request: start anew
-            self._replace(executor)
-            executor = self._pool()
-            future = executor.submit(parse_body, job)
+            try:
+                future = executor.submit(parse_body, job)
+            except BrokenProcessPool:  # a worker died since the last request: start anew
+                self._replace(executor)
+                executor = self._pool()
+                future = executor.submit(parse_body, job)
+        except BaseException:
+            self._parsed(None)
+            raise
         outcome: Future[T] = Future()
 
         def parsed(done: Future[ParsedBody]) -> None:
+            self._parsed(None if done.cancelled() or done.exception() else done.result())
             try:
                 inner = step(done.result())
             except BrokenProcessPool:

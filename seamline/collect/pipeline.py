@@ -93,7 +93,8 @@ class Collector:
                 "retry after the Retry-After delay.",
                 retry_after=writer.retry_after_seconds,
             )
-        wait = writer.expected_wait()
+        # bodies still being parsed will queue too: they count towards the wait
+        wait = writer.expected_wait(self.parsers.arriving_events() if self.parsers else 0.0)
         if wait > settings.queue_max_wait_ms / 1000:
             # Bound the wait, not only the length: an accepted request should be answered
             # within about a second even when far more is offered than the disk can take.

@@ -146,10 +146,11 @@ class Writer:
     def queued_events(self) -> int:
         return self._queued_events
 
-    def expected_wait(self) -> float:
-        """Seconds the queued events will take to commit at the recent commit rate."""
+    def expected_wait(self, arriving: float = 0.0) -> float:
+        """Seconds the queued events, and ``arriving`` more on their way (bodies being
+        parsed), will take to commit at the recent commit rate."""
         rate = self.commit_rate
-        return self._queued_events / rate if rate > 0 else 0.0
+        return (self._queued_events + arriving) / rate if rate > 0 else 0.0
 
     @property
     def healthy(self) -> bool:
