@@ -23,7 +23,7 @@ import pytest
 from rich.console import Console
 
 import seamline
-from seamline.analytics.kernels import KernelPlan, encode, partition_partials
+from seamline.analytics.kernels import KernelPlan, partition_partials, value_list
 from seamline.analytics.result import Result
 from seamline.analytics.runner import Analyses
 from seamline.demo import build_demo, write_demo_settings
@@ -46,8 +46,7 @@ class PartitionedRows:
 
     def run_kernel(self, sql: str, plan: KernelPlan) -> Result:
         table = self.inner.query_arrow(sql)  # sorted by person, time, ties
-        names = {column: [*sorted({v for v in table.column(column).to_pylist() if v}), None]
-                 for column in plan.text}  # fmt: skip
+        names = {column: value_list(table.column(column).to_pylist()) for column in plan.text}
         owner = np.array([zlib.crc32(p.encode()) % self.partitions
                           for p in table.column("person").to_pylist()])  # fmt: skip
         parts = []
@@ -61,10 +60,7 @@ class PartitionedRows:
             ):  # fmt: skip
                 parts.append(pickle.loads(out.column("partial")[0].as_py()))
         self.partials_seen.append(len(parts))
-        if not parts:
-            parts = [plan.partial(encode(None, plan.text, plan.flags, names,
-                                         keep_ids=plan.keep_ids))]  # fmt: skip
-        return plan.finish(plan.merge(parts))
+        return plan.finish_partials(parts, names)
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ list: a distributed engine codes every partition against one dictionary per colu
 from __future__ import annotations
 
 import pickle
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,6 +60,20 @@ class KernelPlan:
     def run(self, table: KernelInput) -> Result:
         """The whole analysis over one input (the DuckDB path): one partial, finished."""
         return self.finish(self.partial(table))
+
+    def finish_partials(self, parts: list[Any], names: dict[str, list[str | None]]) -> Result:
+        """The partials of every partition merged and finished; none (no rows anywhere):
+        the partial of nothing, coded against ``names``."""
+        if not parts:
+            parts = [self.partial(encode(None, self.text, self.flags, names,
+                                         keep_ids=self.keep_ids))]  # fmt: skip
+        return self.finish(self.merge(parts))
+
+
+def value_list(values: Iterable[str | None]) -> list[str | None]:
+    """A text column's shared dictionary: its distinct values sorted, then None (the code
+    of nulls), as :func:`encode` takes it."""
+    return [*sorted({value for value in values if value is not None}), None]
 
 
 def same_names(parts: Sequence[Any], *fields: str) -> None:

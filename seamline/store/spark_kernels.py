@@ -25,7 +25,7 @@ import functools
 import pickle
 from typing import TYPE_CHECKING
 
-from seamline.analytics.kernels import SEGMENT_ROWS, KernelPlan, encode, partition_partials
+from seamline.analytics.kernels import SEGMENT_ROWS, KernelPlan, partition_partials, value_list
 from seamline.analytics.result import Result
 
 if TYPE_CHECKING:
@@ -78,11 +78,7 @@ def dictionaries(frame: DataFrame, columns: tuple[str, ...]) -> dict[str, list[s
     if not columns:
         return {}
     rows = frame.select(*columns).distinct().toArrow()
-    out: dict[str, list[str | None]] = {}
-    for name in columns:
-        values = {v for v in rows.column(name).to_pylist() if v is not None}
-        out[name] = [*sorted(values), None]
-    return out
+    return {name: value_list(rows.column(name).to_pylist()) for name in columns}
 
 
 def run_kernel(spark: SparkSession, sql: str, plan: KernelPlan, partitions: int,
@@ -108,7 +104,4 @@ def run_kernel(spark: SparkSession, sql: str, plan: KernelPlan, partitions: int,
     )  # fmt: skip
     collected = ordered.mapInArrow(function, PARTIAL_SCHEMA).toArrow()
     parts = [pickle.loads(data) for data in collected.column("partial").to_pylist()]
-    if not parts:  # no rows at all: the partial of nothing
-        parts = [plan.partial(encode(None, plan.text, plan.flags, names,
-                                     keep_ids=plan.keep_ids))]  # fmt: skip
-    return plan.finish(plan.merge(parts))
+    return plan.finish_partials(parts, names)
