@@ -61,9 +61,11 @@ def _utc_text(value: str) -> datetime | None:
     if len(value) not in (20, 24, 27) or value[10] != "T" or value[-1] != "Z":
         return None
     try:
-        return datetime.fromisoformat(value[:-1])
+        parsed = datetime.fromisoformat(value[:-1])
     except ValueError:
         return None
+    # "2026-11-23T10+00:01Z" is 20 characters too: an offset and a Z is the general parse's error
+    return parsed if parsed.tzinfo is None else None
 
 
 def corrected_timestamp(
