@@ -180,7 +180,7 @@ def test_timestamps() -> None:
     with pytest.raises(ValueError, match="outside"):
         parse_timestamp("1970-01-01T00:00:00Z", "timestamp")
     # 20 characters ending in Z, like the SDKs' form, but with an offset too (found by atheris)
-    with pytest.raises(ValueError, match="sentAt .* not an ISO-8601"):
+    with pytest.raises(ValueError, match=r"sentAt .* not an ISO-8601"):
         parse_timestamp("2026-11-23T10+00:01Z", "sentAt")
     assert corrected_timestamp(None, None, RECEIVED) == RECEIVED
 

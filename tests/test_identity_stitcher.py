@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import datetime, timedelta
 
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from seamline.events import EventRows
 from seamline.identity import IdentityRules, Stitcher, normalise
 from seamline.identity.service import IdentityService
 
@@ -120,3 +125,61 @@ def test_late_alias_merges_anonymous_history() -> None:
     user = event(s, 5, user_id="u9", anonymous_id="new-anon")
     assert event(s, 6, user_id="u9", previous_id="old-anon", type="alias") in (anon, user)
     assert s.state.person_of[("anonymous_id", "old-anon")] == s.state.person_of[("user_id", "u9")]
+
+
+# -- a group stitched at once = its events stitched one by one --------------------------------
+def _maybe(*values: str) -> st.SearchStrategy[str | None]:
+    return st.one_of(st.none(), st.sampled_from(values))
+
+
+_EVENT = st.fixed_dictionaries({
+    "user_id": _maybe("u1", "u2", "u3"),
+    "anonymous_id": _maybe("a1", "a2", "a3", "u2"),  # "u2": also a user id
+    "device_id": _maybe("d1", "d2"),
+    "contact_email": st.one_of(st.none(), st.none(), st.sampled_from(["x@b.com", "y@b.com"])),
+    "contact_phone": st.none(),
+    "previous_id": st.one_of(st.none(), st.none(), st.none(), st.sampled_from(["a1", "u2"])),
+    "type": st.sampled_from(["track", "track", "screen", "identify", "alias"]),
+})  # fmt: skip
+
+
+@st.composite
+def _events(draw: st.DrawFn) -> list[dict[str, str | None]]:
+    """Events drawn from a few identifier sets, so that sets repeat as in real batches."""
+    pool = draw(st.lists(_EVENT, min_size=1, max_size=6))
+    return draw(st.lists(st.sampled_from(pool), min_size=1, max_size=40))
+
+
+_EVENTS = _events()
+_NOBODY = dict.fromkeys(("user_id", "anonymous_id", "device_id", "contact_email",
+                         "contact_phone", "previous_id"), None)  # fmt: skip
+_ALIAS = {**_NOBODY, "user_id": "u1", "previous_id": "u2", "type": "alias"}
+
+
+@settings(max_examples=300, deadline=None)
+# an alias's previousId is an anonymous id until that value is seen as a user id: the same
+# alias then means something else
+@example(history=[], group=[_ALIAS, _ALIAS, {**_NOBODY, "user_id": "u2", "type": "track"},
+                           _ALIAS], anonymous_cap=50)  # fmt: skip
+@given(history=_EVENTS, group=_EVENTS, anonymous_cap=st.sampled_from([1, 2, 50]))
+def test_a_group_stitched_at_once_matches_event_by_event(
+    history: list[dict[str, str | None]], group: list[dict[str, str | None]], anonymous_cap: int
+) -> None:
+    """The group path remembers identifier sets it has resolved; it must give the persons
+    and the graph changes that resolving every event on its own gives."""
+    rules = IdentityRules(default_region="GB", caps={**RULES.caps, "anonymous_id": anonymous_cap})
+    at_once, one_by_one = IdentityService(rules), IdentityService(rules)
+    for service in (at_once, one_by_one):  # the same graph to start from
+        for minute, fields in enumerate(history):
+            event(service.stitcher, minute, **fields)
+        service.stitcher.take_changes()
+    rows = EventRows()
+    for minute, fields in enumerate(group, start=len(history)):
+        rows.append({**fields, "timestamp": T0 + timedelta(minutes=minute),
+                     "message_id": f"m{minute}", "source_id": "s"})  # fmt: skip
+    assert at_once.assign(rows) == []
+    expected = [event(one_by_one.stitcher, minute, **fields)
+                for minute, fields in enumerate(group, start=len(history))]  # fmt: skip
+    assert rows.columns["person_id"] == expected
+    assert asdict(at_once.stitcher.take_changes()) == asdict(one_by_one.stitcher.take_changes())
+    assert at_once.stitcher.state == one_by_one.stitcher.state

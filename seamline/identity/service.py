@@ -100,6 +100,22 @@ class IdentityService:
         identifiers (what the store keeps, see :mod:`seamline.store.contacts`).
         """
         columns = rows.columns
+        dropped = self.assign(rows)
+        tables.persist(con, self.stitcher.take_changes())
+        if not dropped:
+            return rows, set()
+        message_ids = columns["message_id"]
+        suppressed = {(columns["source_id"][i], message_ids[i]) for i in dropped}
+        gone = set(dropped)
+        kept = EventRows()
+        for name, column in columns.items():
+            kept.columns[name] = [v for i, v in enumerate(column) if i not in gone]
+        return kept, suppressed
+
+    def assign(self, rows: EventRows) -> list[int]:
+        """Fill ``person_id`` (and the normalised contacts) in place, in memory; returns the
+        indexes of suppressed rows. The graph's changes wait in ``stitcher.changes``."""
+        columns = rows.columns
         inputs = zip(
             columns["user_id"], columns["anonymous_id"], columns["device_id"],
             columns["contact_email"], columns["contact_phone"], columns["previous_id"],
@@ -109,8 +125,20 @@ class IdentityService:
         emails, phones = columns["contact_email"], columns["contact_phone"]
         timestamps, message_ids = columns["timestamp"], columns["message_id"]
         resolve = self.stitcher.resolve
+        changes = self.stitcher.changes
         dropped: list[int] = []
+        # Events of a group mostly repeat a few identifier sets (one per user in a batch). A
+        # set that resolved without changing the graph resolves to the same person again
+        # until a merge or a new hub moves its identifiers: remember those answers, and
+        # forget them all when that happens. Contacts (normalised per row) and aliases (whose
+        # previousId's type depends on the graph) always take the full path.
+        known: dict[tuple[Any, ...], str] = {}
         for index, values in enumerate(inputs):
+            if values[3] is None and values[4] is None and values[5] is None:
+                person = known.get(values)
+                if person is not None:
+                    persons[index] = person
+                    continue
             keys = self.identifiers(*values)
             if values[3] is not None or values[4] is not None:  # store the normalised form
                 email = phone = None
@@ -125,16 +153,13 @@ class IdentityService:
             ):
                 dropped.append(index)
                 continue
-            persons[index] = resolve(keys, timestamps[index], message_ids[index])
-        tables.persist(con, self.stitcher.take_changes())
-        if not dropped:
-            return rows, set()
-        suppressed = {(columns["source_id"][i], message_ids[i]) for i in dropped}
-        gone = set(dropped)
-        kept = EventRows()
-        for name, column in columns.items():
-            kept.columns[name] = [v for i, v in enumerate(column) if i not in gone]
-        return kept, suppressed
+            size, moves = len(changes), changes.moves
+            person = persons[index] = resolve(keys, timestamps[index], message_ids[index])
+            if changes.moves != moves:
+                known.clear()
+            elif person is not None and values[5] is None and len(changes) == size:
+                known[values] = person  # it changed nothing: the same answer next time
+        return dropped
 
     def forget(self, con: duckdb.DuckDBPyConnection, identifier: str, at: datetime
                ) -> dict[str, Any]:  # fmt: skip

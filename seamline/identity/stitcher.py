@@ -52,8 +52,14 @@ class Changes:
     )  # (at, message_id, type, value, person, reason, detail)
     hubs: list[tuple[str, str, datetime, str]] = field(default_factory=list)
 
-    def __bool__(self) -> bool:
-        return bool(self.persons or self.identities or self.merges or self.refusals or self.hubs)
+    def __len__(self) -> int:
+        return (len(self.persons) + len(self.identities) + len(self.merges) + len(self.refusals)
+                + len(self.hubs))  # fmt: skip
+
+    @property
+    def moves(self) -> int:
+        """Merges and new hubs: the changes that move identifiers already known."""
+        return len(self.merges) + len(self.hubs)
 
 
 @dataclass

@@ -25,15 +25,18 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import duckdb
 
 from seamline.errors import Overloaded, SeamlineError, StoreUnavailable
 from seamline.events import EventRows, FailedEvent
-from seamline.identity.service import IdentityService
+from seamline.identity import service as identity_service  # a module: it imports the store
 from seamline.store.database import Store, is_fatal
 from seamline.store.stored import StoredKeys
+
+if TYPE_CHECKING:
+    from seamline.identity.service import IdentityService
 
 log = logging.getLogger("seamline.writer")
 T = TypeVar("T")
@@ -107,7 +110,7 @@ class Writer:
         self._store = store
         self._con = store.writer_connection()
         # Identity runs in the writer's transaction, so persons are committed with events.
-        self.identity = identity or IdentityService()
+        self.identity = identity or identity_service.IdentityService()
         self.identity.reload(self._con)
         self._queue: deque[_Append | _Call] = deque()
         self._queued_events = 0
