@@ -568,6 +568,19 @@ def add_source(data: Path) -> str:
     return str(json.loads(result.stdout)["write_key"])
 
 
+def writer_profile(data: Path) -> dict[str, Any] | None:
+    """The running server's writer phases (``stats()["writer"]``), through the CLI."""
+    result = subprocess.run(
+        [sys.executable, "-m", "seamline", "--data", str(data), "--json", "stats"],
+        capture_output=True, text=True, timeout=120, cwd=ROOT,
+    )  # fmt: skip
+    if result.returncode != 0:
+        print(f"warning: stats failed: {result.stderr.strip()[-300:]}", file=sys.stderr)
+        return None
+    profile: dict[str, Any] | None = json.loads(result.stdout).get("writer")
+    return profile
+
+
 # -- parse-only ceiling -----------------------------------------------------------------------
 
 
@@ -711,6 +724,7 @@ def main(argv: list[str] | None = None) -> int:
         busy = busy_cpu_seconds() - busy0
         server_wall = time.monotonic() - wall0
         hwm_kb = server.read_hwm()
+        profile = writer_profile(data)
         code = server.stop()
         if code not in (0, -signal.SIGTERM):  # uvicorn re-raises SIGTERM after draining
             print(f"warning: server exited with {code}:\n{server.log_tail()}", file=sys.stderr)
@@ -797,6 +811,7 @@ def main(argv: list[str] | None = None) -> int:
         "other_cpu_cores": round(max(0.0, busy - server_cpu - client_cpu) / server_wall, 2),
         "loadavg_1m_before": round(load_before, 2),
         "server_exit_code": code,
+        "writer": profile,
     }
 
     lat = summary["latency_ms"]
@@ -826,6 +841,14 @@ def main(argv: list[str] | None = None) -> int:
         f"load generator {summary['client_cpu_cores']}, "
         f"other processes {summary['other_cpu_cores']} (of {os.cpu_count()})"
     )
+    if profile and profile["events"]:
+        wall, cpu = profile["wall_us_per_event"], profile["cpu_us_per_event"]
+        print(
+            f"writer, us per event as wall (own CPU), {profile['events_per_group']:,.0f} events "
+            "a group: "
+            + ", ".join(f"{phase} {wall[phase]:.1f} ({cpu[phase]:.1f})" for phase in wall)
+            + f"; total {sum(wall.values()):.1f} ({sum(cpu.values()):.1f})"
+        )
     check = "OK" if summary["verified"] else "MISMATCH"
     print(
         f"verification {check}: acknowledged {acked:,}, stored {stored:,}, "

@@ -186,7 +186,9 @@ class Workspace:
         return result.to_dict()
 
     def stats(self) -> dict[str, Any]:
-        return self.collector.add_rate_limited(self.store.stats())
+        stats = self.collector.add_rate_limited(self.store.stats())
+        stats["writer"] = self.writer.profile.to_dict()  # since this process started
+        return stats
 
     def failed_events(self, limit: int = 100) -> list[dict[str, Any]]:
         return self.store.failed_events(limit)

@@ -134,8 +134,12 @@ class IdentityService:
         # previousId's type depends on the graph) always take the full path.
         known: dict[tuple[Any, ...], str] = {}
         for index, values in enumerate(inputs):
-            if values[3] is None and values[4] is None and values[5] is None:
-                person = known.get(values)
+            plain = values[3] is None and values[4] is None and values[5] is None
+            if plain:
+                try:
+                    person = known.get(values)
+                except TypeError:  # an id that is a list or an object: never remembered
+                    person, plain = None, False
                 if person is not None:
                     persons[index] = person
                     continue
@@ -157,7 +161,7 @@ class IdentityService:
             person = persons[index] = resolve(keys, timestamps[index], message_ids[index])
             if changes.moves != moves:
                 known.clear()
-            elif person is not None and values[5] is None and len(changes) == size:
+            elif person is not None and plain and len(changes) == size:
                 known[values] = person  # it changed nothing: the same answer next time
         return dropped
 

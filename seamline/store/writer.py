@@ -94,6 +94,44 @@ def _owned_counts(owned: list[list[tuple[str, str]]], stored: set[tuple[str, str
     return counts
 
 
+class WriterProfile:
+    """Where the writer's time goes, phase by phase, summed over the ingest groups committed.
+
+    Wall time and the writer thread's own CPU time are kept apart: the difference is time
+    spent waiting, for the GIL (other threads running Python) or the disk (the fsync).
+    Served in ``stats()["writer"]``; ``bench/ingest.py`` reports it.
+    """
+
+    PHASES = ("merge", "stitch", "append", "hooks", "commit", "answer")
+
+    def __init__(self) -> None:
+        self.groups = 0
+        self.events = 0
+        self.wall = dict.fromkeys(self.PHASES, 0.0)
+        self.cpu = dict.fromkeys(self.PHASES, 0.0)
+        self._wall = self._cpu = 0.0
+
+    def start(self) -> None:
+        self._wall, self._cpu = time.perf_counter(), time.thread_time()
+
+    def mark(self, phase: str) -> None:
+        """The phase that started at the previous mark (or :meth:`start`) ends now."""
+        wall, cpu = time.perf_counter(), time.thread_time()
+        self.wall[phase] += wall - self._wall
+        self.cpu[phase] += cpu - self._cpu
+        self._wall, self._cpu = wall, cpu
+
+    def to_dict(self) -> dict[str, Any]:
+        per_event = 1e6 / self.events if self.events else 0.0
+        return {
+            "groups": self.groups,
+            "events": self.events,
+            "events_per_group": round(self.events / self.groups, 1) if self.groups else 0,
+            "wall_us_per_event": {k: round(v * per_event, 2) for k, v in self.wall.items()},
+            "cpu_us_per_event": {k: round(v * per_event, 2) for k, v in self.cpu.items()},
+        }
+
+
 class Writer:
     """Owns the write connection. Start with :meth:`start`, stop with :meth:`stop`."""
 
@@ -122,6 +160,7 @@ class Writer:
         self.group_commit_wait = group_commit_wait_ms / 1000
         self.retry_after_seconds = retry_after_seconds
         self.commits = 0
+        self.profile = WriterProfile()
         # events a second the writer commits while busy (moving average over groups):
         # what turns the queue's length into a wait, see :meth:`expected_wait`
         self.commit_rate = 0.0
@@ -301,6 +340,8 @@ class Writer:
                 0.8 * self.commit_rate + 0.2 * rate)  # fmt: skip
 
     def _commit(self, jobs: list[_Append]) -> None:
+        profile = self.profile
+        profile.start()
         rows = EventRows()
         failed: list[FailedEvent] = []
         counters: dict[str, int] = {}
@@ -322,6 +363,7 @@ class Writer:
             for name, value in job.counters.items():
                 counters[name] = counters.get(name, 0) + value
         con = self._con
+        profile.mark("merge")
         con.execute("BEGIN")
         try:
             rows, suppressed = self.identity.stitch(con, rows)
@@ -329,10 +371,14 @@ class Writer:
                 counters["dropped_suppressed"] = counters.get("dropped_suppressed", 0) + len(
                     suppressed
                 )
+            profile.mark("stitch")
             stored = Store.append_events(con, rows, failed, counters)
+            profile.mark("append")
             for hook in self._hooks:
                 hook(con, rows, stored)
+            profile.mark("hooks")
             con.execute("COMMIT")
+            profile.mark("commit")
         except BaseException as exc:
             self._rollback(exc)
             raise
@@ -355,6 +401,9 @@ class Writer:
             job.future.set_result(
                 AppendResult(mine, len(keys) - mine - dropped, len(job.failed), reasons, dropped)
             )
+        profile.mark("answer")
+        profile.groups += 1
+        profile.events += len(rows) + len(failed)
 
     def _rollback(self, exc: BaseException | None = None) -> None:
         """Undo the open transaction and the identity graph's in-memory changes with it."""

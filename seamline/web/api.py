@@ -77,6 +77,11 @@ class StatsOut(BaseModel):
     dropped_suppressed: int
     rate_limited: int = 0
     sources: list[SourceStats]
+    writer: dict[str, Any] | None = Field(
+        default=None,
+        description="Where the ingest writer's time went since the server started, per phase "
+        "(wall and CPU microseconds per event).",
+    )
 
 
 class LakeExportIn(BaseModel):
