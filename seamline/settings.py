@@ -53,7 +53,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("trusted_proxies", "", "Comma-separated client addresses whose X-Forwarded-For is trusted."),
     Setting("cors_origins", "*", "Origins allowed to send from browsers ('*' echoes the Origin)."),
     Setting(
-        "checkpoint_threshold", "", "WAL size that starts DuckDB's automatic checkpoint ('64MB')."
+        "checkpoint_threshold", "256MB",
+        "WAL size that starts DuckDB's automatic checkpoint ('' keeps DuckDB's 16MB).",
     ),
     Setting("shutdown_timeout_seconds", 8, "Seconds SIGTERM waits for in-flight requests before draining."),
     Setting("phone_region", "US", "Region for phone numbers written without a country code."),

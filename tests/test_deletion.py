@@ -130,6 +130,8 @@ def test_compact_refuses_while_served_and_the_result_serves(tmp_path: Path) -> N
         server.start()
         headers = {"Authorization": f"Bearer {token}"}  # tokens survive compaction
         stats_after = httpx.get(server.url + "/api/stats", headers=headers).json()
+        for stats in (stats_before, stats_after):  # the writer's timings are per process
+            assert stats.pop("writer")["groups"] >= 0
         assert stats_after == stats_before
         # dedup (the primary key) survived: the same batch stores nothing new
         assert httpx.post(server.url + "/v1/batch", json=batch, auth=(key, "")).status_code == 200
