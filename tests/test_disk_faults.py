@@ -43,6 +43,7 @@ pytestmark = [
 ]
 
 TMPFS_MB = 48
+CHECKPOINT_THRESHOLD = "16MB"  # DuckDB's own default; seamline's (256MB) would fill the disk
 WAL_BEFORE_FILL = 13 << 20  # DuckDB checkpoints automatically at 16 MB of WAL
 GAP_BYTES = 4 << 20  # room left for the WAL to cross that threshold, not for the checkpoint
 RECOVER_WITHIN_SECONDS = 15.0
@@ -269,7 +270,7 @@ def test_checkpoint_on_a_full_disk_invalidates_then_the_writer_reopens(mounted: 
     """DuckDB's automatic checkpoint (at 16 MB of WAL) fails on a full disk with a FATAL
     error that invalidates the database; every later statement fails. The writer must
     answer 503, reopen the database itself once the disk has room, and lose nothing."""
-    server = Server(mounted).start()
+    server = Server(mounted, env={"SEAMLINE_CHECKPOINT_THRESHOLD": CHECKPOINT_THRESHOLD}).start()
     pid = server.proc.pid if server.proc else None
     wal = mounted / (DATABASE_FILE + ".wal")
     filler: Path | None = None
