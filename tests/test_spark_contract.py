@@ -27,7 +27,7 @@ from seamline.store import identity as identity_tables
 from tests.conftest import run_cli
 
 pytest.importorskip("pyspark")
-from seamline.store.spark import default_config, session
+from seamline.store.spark import default_config, quiet, session
 
 END = datetime(2026, 11, 20)
 
@@ -150,6 +150,43 @@ def test_partials_over_many_partitions_and_batches(
         lake.engine.segment_rows = None
         for key, value in saved.items():
             conf.set(key, value)
+
+
+def test_a_lake_published_to_mid_analysis_is_a_clean_conflict(
+    lake: seamline.LakeWorkspace,
+) -> None:
+    """A Spark analysis reads the text columns' dictionaries in a first job. If the lake is
+    published to before the main job (an export, another collector), the executors meet a
+    value the dictionary lacks: a 409 naming the column and saying to run it again, never
+    an executor's traceback. Here the dictionary is the one read before the last publish
+    brought 'Payment Succeeded' in."""
+    import functools
+
+    from seamline.analytics import DateRange
+    from seamline.analytics.definitions import JourneyDefinition
+    from seamline.analytics.journeys import finish_journeys, journey_partial, merge_journeys
+    from seamline.analytics.kernels import KernelPlan
+    from seamline.analytics.query import sequence_query
+    from seamline.errors import Conflict
+    from seamline.store.spark_kernels import dictionaries, run_kernel, unordered
+
+    definition = JourneyDefinition(None, 1, None, DateRange(None, END), by="channel")
+    plan = KernelPlan(functools.partial(journey_partial, definition=definition), merge_journeys,
+                      functools.partial(finish_journeys, definition=definition),
+                      ("event", "lane"))  # fmt: skip
+    sql = sequence_query(definition.dates, definition.include_identify, "channel",
+                         dialect="spark")  # fmt: skip
+    spark = lake.engine.spark
+    with quiet():  # PySpark's warning about pandas 3 (seamline hands it no pandas)
+        names = dictionaries(spark.sql(unordered(sql)[0]), plan.text)
+        assert "Payment Succeeded" in names["event"]
+        older = {**names, "event": [v for v in names["event"] if v != "Payment Succeeded"]}
+        with pytest.raises(Conflict, match="lake changed while the analysis ran: 'event'") as e:
+            run_kernel(spark, sql, plan, 2, names=older)
+        assert e.value.code == "lake_changed" and "Run the analysis again" in str(e.value)
+        # the dictionary read now gives the workspace's answer
+        assert (run_kernel(spark, sql, plan, 2, names=names).to_dict()
+                == lake.journeys(end=END).to_dict())  # fmt: skip
 
 
 def test_identity_rebuild_gives_the_same_person_map(duck: seamline.Workspace,

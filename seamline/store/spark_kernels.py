@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import functools
 import pickle
+import re
 from typing import TYPE_CHECKING
 
 from seamline.analytics.kernels import SEGMENT_ROWS, KernelPlan, partition_partials, value_list
 from seamline.analytics.result import Result
+from seamline.errors import Conflict
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
@@ -34,6 +36,7 @@ if TYPE_CHECKING:
 PARTIAL_SCHEMA = "partial binary"
 #: the prefix of sort keys added to a query's output (``_order2``: ``e.message_id``)
 HIDDEN = "_order"
+_STALE = re.compile(r"values of '(\w+)' are not in its dictionary")  # kernels.encode's words
 
 
 def unordered(sql: str) -> tuple[str, list[tuple[str, bool, bool]]]:
@@ -82,12 +85,15 @@ def dictionaries(frame: DataFrame, columns: tuple[str, ...]) -> dict[str, list[s
 
 
 def run_kernel(spark: SparkSession, sql: str, plan: KernelPlan, partitions: int,
-               segment_rows: int | None = None) -> Result:  # fmt: skip
+               segment_rows: int | None = None, *,
+               names: dict[str, list[str | None]] | None = None) -> Result:  # fmt: skip
     """``plan`` over the rows of ``sql``: partials on the executors, merged and finished
-    here. See the module docstring."""
+    here. See the module docstring. ``names``: the text columns' dictionaries, if already
+    read (else a first job reads them)."""
     body, keys = unordered(sql)
     frame = spark.sql(body)
-    names = dictionaries(frame, plan.text)
+    if names is None:
+        names = dictionaries(frame, plan.text)
     if not keys or keys[0][0] != "person":
         raise ValueError("an analysis query is ordered by person first")
     ordered = frame.repartition(partitions, "person").sortWithinPartitions(
@@ -102,6 +108,19 @@ def run_kernel(spark: SparkSession, sql: str, plan: KernelPlan, partitions: int,
         flags=plan.flags, keep_ids=plan.keep_ids, names=names,
         segment_rows=segment_rows or SEGMENT_ROWS,
     )  # fmt: skip
-    collected = ordered.mapInArrow(function, PARTIAL_SCHEMA).toArrow()
+    try:
+        collected = ordered.mapInArrow(function, PARTIAL_SCHEMA).toArrow()
+    except Exception as exc:
+        stale = _STALE.search(str(exc))
+        if stale is None:
+            raise
+        # the lake was published to between the dictionary job and this one (a lake
+        # export, or another collector): the executors met a value the dictionary lacks
+        raise Conflict(
+            f"The lake changed while the analysis ran: '{stale.group(1)}' has values that "
+            "were not there when it started (a lake export or another collector published "
+            "meanwhile). Run the analysis again.",
+            code="lake_changed",
+        ) from None
     parts = [pickle.loads(data) for data in collected.column("partial").to_pylist()]
     return plan.finish_partials(parts, names)
