@@ -17,6 +17,7 @@ list: a distributed engine codes every partition against one dictionary per colu
 from __future__ import annotations
 
 import pickle
+import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -82,6 +83,16 @@ def same_names(parts: Sequence[Any], *fields: str) -> None:
         for name in fields:
             if getattr(part, name) != getattr(parts[0], name):
                 raise ValueError(f"partials coded against different '{name}' dictionaries")
+
+
+_STALE = re.compile(r"values of '(\w+)' are not in its dictionary")
+
+
+def stale_column(message: str) -> str | None:
+    """The column named by :func:`encode`'s error for values missing from a dictionary,
+    found in ``message`` (an engine's report of it), else None."""
+    found = _STALE.search(message)
+    return found.group(1) if found else None
 
 
 def encode(table: pa.Table | None, text: tuple[str, ...], flags: tuple[str, ...],

@@ -23,10 +23,15 @@ from __future__ import annotations
 
 import functools
 import pickle
-import re
 from typing import TYPE_CHECKING
 
-from seamline.analytics.kernels import SEGMENT_ROWS, KernelPlan, partition_partials, value_list
+from seamline.analytics.kernels import (
+    SEGMENT_ROWS,
+    KernelPlan,
+    partition_partials,
+    stale_column,
+    value_list,
+)
 from seamline.analytics.result import Result
 from seamline.errors import Conflict
 
@@ -36,7 +41,6 @@ if TYPE_CHECKING:
 PARTIAL_SCHEMA = "partial binary"
 #: the prefix of sort keys added to a query's output (``_order2``: ``e.message_id``)
 HIDDEN = "_order"
-_STALE = re.compile(r"values of '(\w+)' are not in its dictionary")  # kernels.encode's words
 
 
 def unordered(sql: str) -> tuple[str, list[tuple[str, bool, bool]]]:
@@ -111,13 +115,13 @@ def run_kernel(spark: SparkSession, sql: str, plan: KernelPlan, partitions: int,
     try:
         collected = ordered.mapInArrow(function, PARTIAL_SCHEMA).toArrow()
     except Exception as exc:
-        stale = _STALE.search(str(exc))
+        stale = stale_column(str(exc))
         if stale is None:
             raise
         # the lake was published to between the dictionary job and this one (a lake
         # export, or another collector): the executors met a value the dictionary lacks
         raise Conflict(
-            f"The lake changed while the analysis ran: '{stale.group(1)}' has values that "
+            f"The lake changed while the analysis ran: '{stale}' has values that "
             "were not there when it started (a lake export or another collector published "
             "meanwhile). Run the analysis again.",
             code="lake_changed",
