@@ -160,20 +160,15 @@ def test_a_lake_published_to_mid_analysis_is_a_clean_conflict(
     value the dictionary lacks: a 409 naming the column and saying to run it again, never
     an executor's traceback. Here the dictionary is the one read before the last publish
     brought 'Payment Succeeded' in."""
-    import functools
-
     from seamline.analytics import DateRange
     from seamline.analytics.definitions import JourneyDefinition
-    from seamline.analytics.journeys import finish_journeys, journey_partial, merge_journeys
-    from seamline.analytics.kernels import KernelPlan
     from seamline.analytics.query import sequence_query
+    from seamline.analytics.runner import journey_plan
     from seamline.errors import Conflict
     from seamline.store.spark_kernels import dictionaries, run_kernel, unordered
 
     definition = JourneyDefinition(None, 1, None, DateRange(None, END), by="channel")
-    plan = KernelPlan(functools.partial(journey_partial, definition=definition), merge_journeys,
-                      functools.partial(finish_journeys, definition=definition),
-                      ("event", "lane"))  # fmt: skip
+    plan = journey_plan(definition)
     sql = sequence_query(definition.dates, definition.include_identify, "channel",
                          dialect="spark")  # fmt: skip
     spark = lake.engine.spark

@@ -66,6 +66,13 @@ from seamline.settings import Settings
 from seamline.store.engine import Engine
 
 
+def journey_plan(definition: JourneyDefinition) -> KernelPlan:
+    """The journey map's kernel: over sequence rows coded by event and lane."""
+    return KernelPlan(functools.partial(journey_partial, definition=definition), merge_journeys,
+                      functools.partial(finish_journeys, definition=definition),
+                      ("event", "lane"))  # fmt: skip
+
+
 class Analyses:
     """Funnels, journeys, seams, paths, retention and outcomes on one engine."""
 
@@ -141,11 +148,8 @@ class Analyses:
                              code="invalid_lane")  # fmt: skip
         definition = JourneyDefinition(from_event, min_people, top, DateRange(start, end),
                                        by=lane)  # type: ignore[arg-type]  # fmt: skip
-        plan = KernelPlan(functools.partial(journey_partial, definition=definition),
-                          merge_journeys, functools.partial(finish_journeys, definition=definition),
-                          ("event", "lane"))  # fmt: skip
-        return cast(JourneyResult,
-                    self._sequences(plan, definition.dates, definition.include_identify, lane))
+        return cast(JourneyResult, self._sequences(journey_plan(definition), definition.dates,
+                                                   definition.include_identify, lane))
 
     def declared(self) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
         """(outcome events, costly events, costly channels) declared in the settings."""
