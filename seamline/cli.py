@@ -7,6 +7,7 @@ one clear line on stderr and exit status 1, never a traceback.
 
 from __future__ import annotations
 
+import faulthandler
 import functools
 import json
 import logging
@@ -149,6 +150,9 @@ def _serve(ctx: Context, host: str, port: int, run: Callable[..., None],
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # a crash in native code (DuckDB, the JSON decoder) then leaves every thread's Python
+    # stack in the server's log instead of a silent exit
+    faulthandler.enable()
     workspace = Workspace(ctx.data)
     if lake is not None:
         workspace.publish_lake(lake.resolve(), lake_interval)

@@ -42,6 +42,15 @@ def run_cli(data: Path, *args: str, as_json: bool = True, check: bool = True,
     return json.loads(result.stdout) if as_json else result
 
 
+class ServerExited(RuntimeError):
+    """The server process ended before it answered its health check."""
+
+    def __init__(self, code: int, log: str):
+        super().__init__(f"server exited early with code {code}:\n{log}")
+        self.code = code  # negative: killed by that signal
+        self.log = log  # what this start wrote
+
+
 @dataclass
 class Server:
     """A `seamline serve` child process; restartable, killable."""
@@ -59,6 +68,7 @@ class Server:
     def start(self, timeout: float = 30) -> Server:
         self.log_path = self.data.parent / f"serve-{self.port}.log"
         with self.log_path.open("ab") as log:  # the child keeps its own descriptor
+            offset = log.tell()
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "seamline", "--data", str(self.data), "serve",
                  "--port", str(self.port)],
@@ -66,8 +76,10 @@ class Server:
             )  # fmt: skip
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited early:\n{self.log()}")
+            if (code := self.proc.poll()) is not None:
+                self.proc = None
+                written = self.log_path.read_bytes()[offset:]
+                raise ServerExited(code, written.decode(errors="replace"))
             try:
                 if httpx.get(self.url + "/api/health", timeout=1).status_code == 200:
                     return self
