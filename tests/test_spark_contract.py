@@ -2,7 +2,9 @@
 ``local[2]`` (the workspace exported to a Parquet lake) give identical answers.
 
 One SparkSession for the module; a small demo workspace plus hand-written identity
-cases (a shared device, an alias) built once.
+cases (a shared device, an alias) built once. ``SEAMLINE_TEST_SPARK`` runs the suite on
+another master instead, e.g. a Spark Connect server (``sc://127.0.0.1:15002``);
+``test_spark_connect.py`` starts one and runs the analyses, the rebuild and the CLI on it.
 """
 
 from __future__ import annotations
@@ -66,7 +68,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 @pytest.fixture(scope="module")
 def spark() -> Iterator[Any]:
-    spark = session("local[2]", default_config(partitions=2))
+    spark = session(os.environ.get("SEAMLINE_TEST_SPARK", "local[2]"), default_config(partitions=2))
     yield spark
     spark.stop()
 

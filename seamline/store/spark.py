@@ -25,11 +25,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
 import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import pyarrow as pa
 
@@ -42,6 +44,7 @@ if TYPE_CHECKING:
     from seamline.analytics.result import Result
 
 EXTRA_HINT = "pip install 'seamline[spark]'"
+CONNECT_PORT = 15002  # Spark Connect's default
 
 
 class SparkMissing(BadRequest):
@@ -58,6 +61,34 @@ def require_pyspark() -> None:
         raise SparkMissing(
             f"The Spark engine needs PySpark, which is not installed: run `{EXTRA_HINT}` "
             "(Java 17 or newer must be on the machine too)."
+        ) from None
+
+
+def require_connect_client(master: str) -> None:
+    """Raise :class:`SparkMissing` naming the extra when Spark Connect's client is absent."""
+    try:
+        import grpc  # noqa: F401
+        import grpc_status  # noqa: F401
+    except ImportError:
+        raise SparkMissing(
+            f"'{master}' is a Spark Connect server, and its client (gRPC) is not installed: "
+            "run `pip install 'seamline[spark-connect]'`."
+        ) from None
+
+
+def require_listening(master: str, timeout: float = 10.0) -> None:
+    """Refuse a Spark Connect URL that nothing answers on at once: the gRPC client would
+    otherwise retry for minutes before it gave up."""
+    url = urlsplit(master)
+    host, port = url.hostname or "localhost", url.port or CONNECT_PORT
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as exc:
+        raise BadRequest(
+            f"Could not start a Spark session on '{master}': nothing answers on "
+            f"{host}:{port} ({exc.strerror or exc}). Start the Spark Connect server "
+            "(`$SPARK_HOME/sbin/start-connect-server.sh`) or fix --spark-master.",
+            code="spark_unavailable",
         ) from None
 
 
@@ -99,9 +130,14 @@ def session(master: str = "local[*]", config: dict[str, str] | None = None) -> S
         master = "local[*]"
     builder = SparkSession.builder.appName("seamline")
     if is_remote(master):
+        require_connect_client(master)
+        require_listening(master)
         builder = builder.remote(master)
         settings = {k: v for k, v in settings.items() if k.startswith("spark.sql.")}
     else:
+        # pyspark marks a process as Spark Connect (an environment variable its children
+        # inherit) once it made a remote session: a classic master asked for here wins
+        os.environ.pop("SPARK_CONNECT_MODE_ENABLED", None)
         builder = builder.master(master)
         if master.startswith("local"):  # Python workers (phone normalising) use this interpreter
             os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
