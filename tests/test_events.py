@@ -285,3 +285,23 @@ def test_fast_path_takes_sdk_events_and_keeps_their_json() -> None:
     assert values["integrations"] is None and values["contact_email"] == "x@y.example"
     # an unusual event leaves it to the general path, which names the problem
     assert fast_row(b'{"type": "track", "userId": true}', ctx(), None) is None
+
+
+def test_a_context_decoded_once_still_follows_each_requests_address() -> None:
+    """The fast path remembers decoded contexts; the request's address and whether it fills
+    ``context.ip`` are part of what it remembers them by, and a repeated context comes
+    back as the same text object (pickle then sends it once per body)."""
+    event = {"type": "track", "event": "Opened", "userId": "u", "messageId": "m",
+             "context": {"app": {"name": "Bank"}, "locale": "en-GB"}}  # fmt: skip
+    raw = json.dumps(event).encode()
+    seen = {}
+    for address, fill in (("203.0.113.9", True), ("198.51.100.7", True), ("203.0.113.9", False)):
+        rows = [fast_row(raw, ctx(client_ip=address, fill_ip=fill), None) for _ in range(2)]
+        assert rows[0] is not None and rows[1] is not None
+        first, second = (dict(zip(ROW_COLUMNS, row, strict=True)) for row in rows)
+        assert first["context"] is second["context"]
+        assert first["app_name"] == "Bank" and first["locale"] == "en-GB"
+        seen[(address, fill)] = (first["ip"], json.loads(first["context"]).get("ip"))
+    assert seen == {("203.0.113.9", True): ("203.0.113.9", "203.0.113.9"),
+                    ("198.51.100.7", True): ("198.51.100.7", "198.51.100.7"),
+                    ("203.0.113.9", False): (None, None)}  # fmt: skip
