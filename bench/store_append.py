@@ -9,6 +9,8 @@ those rows with fresh message ids and goes through:
 - ``events``: ``Store.append_events`` into the real events table (dedupe primary key,
   ``ON CONFLICT DO NOTHING RETURNING``), what the writer runs;
 - ``no-key``: the same columns into a table without the primary key;
+- ``no-key-text``: that, with the five JSON columns as plain ``VARCHAR`` (DuckDB then
+  does not validate them);
 - ``raw``: only a 128-bit key (primary key) and the body of each event as one text
   column, the least a durable log of the events could store.
 
@@ -42,7 +44,7 @@ from seamline.events.timestamps import utcnow  # noqa: E402
 from seamline.store import Store  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
-VARIANTS = ("events", "no-key", "raw")
+VARIANTS = ("events", "no-key", "no-key-text", "raw")
 
 
 def parsed_rows(batches: int) -> list[EventRows]:
@@ -74,9 +76,15 @@ def run(variant: str, base: list[EventRows], groups: int, size: int, prefill: in
         con = store.writer_connection()
         if variant == "no-key":
             con.execute("CREATE TABLE bare AS SELECT * FROM events LIMIT 0")
+        elif variant == "no-key-text":  # the JSON columns as plain VARCHAR: no validation
+            con.execute("CREATE TABLE bare AS SELECT * FROM events LIMIT 0")
+            for name in ("properties", "traits", "context", "integrations", "metadata"):
+                con.execute(f"ALTER TABLE bare ALTER {name} TYPE VARCHAR")
         elif variant == "raw":
             con.execute("CREATE TABLE bare (dedup_key UHUGEINT PRIMARY KEY, body VARCHAR)")
         insert = {
+            "no-key-text": f"INSERT INTO bare ({', '.join(EVENT_COLUMNS)}) "
+                           f"SELECT {', '.join(EVENT_COLUMNS)} FROM _staged",
             "no-key": f"INSERT INTO bare ({', '.join(EVENT_COLUMNS)}) "
                       f"SELECT {', '.join(EVENT_COLUMNS)} FROM _staged",
             "raw": "INSERT INTO bare SELECT md5_number(source_id || chr(0) || message_id), "
