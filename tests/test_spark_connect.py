@@ -137,6 +137,11 @@ def test_a_connect_url_nobody_serves_is_a_clear_error(built: tuple[Path, Path]) 
     assert result.returncode == 1, result.stderr
     assert "Could not start a Spark session on 'sc://127.0.0.1:" in result.stderr
     assert "Traceback" not in result.stderr
+    result = run_cli(built[0], "funnel", "App Opened", "--engine", "spark", "--lake",
+                     str(built[1]), "--spark-master", "sc://127.0.0.1:port",
+                     check=False)  # fmt: skip
+    assert result.returncode == 1 and "is not a Spark Connect URL" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_a_missing_connect_client_names_the_extra(built: tuple[Path, Path],  # noqa: F811

@@ -80,7 +80,11 @@ def require_listening(master: str, timeout: float = 10.0) -> None:
     """Refuse a Spark Connect URL that nothing answers on at once: the gRPC client would
     otherwise retry for minutes before it gave up."""
     url = urlsplit(master)
-    host, port = url.hostname or "localhost", url.port or CONNECT_PORT
+    try:
+        host, port = url.hostname or "localhost", url.port or CONNECT_PORT
+    except ValueError:  # a port that is not a number
+        raise BadRequest(f"'{master}' is not a Spark Connect URL; use sc://host:15002.",
+                         code="spark_unavailable") from None  # fmt: skip
     try:
         socket.create_connection((host, port), timeout=timeout).close()
     except OSError as exc:
