@@ -8,6 +8,8 @@ those rows with fresh message ids and goes through:
 
 - ``events``: ``Store.append_events`` into the real events table (dedupe primary key,
   ``ON CONFLICT DO NOTHING RETURNING``), what the writer runs;
+- ``events-plain``: the real table, a plain ``INSERT`` (no ``ON CONFLICT``, no
+  ``RETURNING``): what dedupe costs beyond the index itself;
 - ``no-key``: the same columns into a table without the primary key;
 - ``no-key-text``: that, with the five JSON columns as plain ``VARCHAR`` (DuckDB then
   does not validate them);
@@ -42,9 +44,10 @@ from seamline.events.bodies import ParseJob, assign_source, parse_body  # noqa: 
 from seamline.events.columns import EVENT_COLUMNS  # noqa: E402
 from seamline.events.timestamps import utcnow  # noqa: E402
 from seamline.store import Store  # noqa: E402
+from seamline.store.database import _INSERT_EVENTS  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
-VARIANTS = ("events", "no-key", "no-key-text", "raw")
+VARIANTS = ("events", "events-plain", "no-key", "no-key-text", "raw")
 
 
 def parsed_rows(batches: int) -> list[EventRows]:
@@ -83,6 +86,8 @@ def run(variant: str, base: list[EventRows], groups: int, size: int, prefill: in
         elif variant == "raw":
             con.execute("CREATE TABLE bare (dedup_key UHUGEINT PRIMARY KEY, body VARCHAR)")
         insert = {
+            "events-plain": _INSERT_EVENTS.replace(
+                " ON CONFLICT DO NOTHING RETURNING source_id, message_id", ""),
             "no-key-text": f"INSERT INTO bare ({', '.join(EVENT_COLUMNS)}) "
                            f"SELECT {', '.join(EVENT_COLUMNS)} FROM _staged",
             "no-key": f"INSERT INTO bare ({', '.join(EVENT_COLUMNS)}) "
