@@ -6,10 +6,13 @@ whatever the rest costs: ``1e6 / (us per event)`` events/s on one writer. The be
 own 100-event bodies are parsed once with seamline's ``parse_body``; each group reuses
 those rows with fresh message ids and goes through:
 
-- ``events``: ``Store.append_events`` into the real events table (dedupe primary key,
-  ``ON CONFLICT DO NOTHING RETURNING``), what the writer runs;
-- ``events-plain``: the real table, a plain ``INSERT`` (no ``ON CONFLICT``, no
-  ``RETURNING``): what dedupe costs beyond the index itself;
+- ``events``: what the writer runs for a group of new events: the keys' fingerprints
+  looked up in its stored-key index (``seamline.store.keyindex``), ``Store.append_events``
+  with a plain ``INSERT`` into the real events table (dedupe primary key), the index
+  updated after the COMMIT;
+- ``events-conflict``: ``Store.append_events`` through ``ON CONFLICT DO NOTHING
+  RETURNING``, what the writer runs for a group that may hold a duplicate (and what it ran
+  for every group before the index);
 - ``no-key``: the same columns into a table without the primary key;
 - ``no-key-text``: that, with the five JSON columns as plain ``VARCHAR`` (DuckDB then
   does not validate them);
@@ -18,9 +21,9 @@ those rows with fresh message ids and goes through:
 
     .venv/bin/python bench/store_append.py [--groups 40] [--group-events 2800]
 
-``events`` builds its Arrow table inside ``append_events``, so its ``arrow`` phase is
-only the ``BEGIN``. The first groups fill the table (``--prefill`` events) and are not
-measured. Results go
+``events`` and ``events-conflict`` build their Arrow table inside ``append_events``, so
+their ``arrow`` phase is the ``BEGIN`` (and for ``events`` the index lookup). The
+first groups fill the table (``--prefill`` events) and are not measured. Results go
 to stdout and ``bench/results/store-append-<timestamp>.json``.
 """
 
@@ -46,15 +49,10 @@ from seamline.events.bodies import ParseJob, assign_source, parse_body  # noqa: 
 from seamline.events.columns import EVENT_COLUMNS  # noqa: E402
 from seamline.events.timestamps import utcnow  # noqa: E402
 from seamline.store import Store  # noqa: E402
-from seamline.store.database import _INSERT_EVENTS  # noqa: E402
+from seamline.store.keyindex import StoredKeyIndex, fingerprints  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
-#: the writer's statement without its conflict handling (checked: a changed statement
-#: must not leave this variant measuring the same thing as ``events``)
-PLAIN_INSERT = _INSERT_EVENTS.replace(" ON CONFLICT DO NOTHING RETURNING source_id, message_id",
-                                      "")  # fmt: skip
-assert PLAIN_INSERT != _INSERT_EVENTS, "update PLAIN_INSERT to the writer's statement"
-VARIANTS = ("events", "events-plain", "no-key", "no-key-text", "raw")
+VARIANTS = ("events", "events-conflict", "no-key", "no-key-text", "raw")
 
 
 def parsed_rows(batches: int) -> list[EventRows]:
@@ -94,8 +92,8 @@ def run(variant: str, base: list[EventRows], groups: int, size: int, prefill: in
             con.execute("CREATE TABLE bare (dedup_key UHUGEINT PRIMARY KEY, body VARCHAR)")
         columns = ", ".join(EVENT_COLUMNS)
         into_bare = f"INSERT INTO bare ({columns}) SELECT {columns} FROM _staged"
+        index = StoredKeyIndex()
         insert = {
-            "events-plain": PLAIN_INSERT,
             "no-key": into_bare,
             "no-key-text": into_bare,
             "raw": "INSERT INTO bare SELECT md5_number(source_id || chr(0) || message_id), "
@@ -109,7 +107,13 @@ def run(variant: str, base: list[EventRows], groups: int, size: int, prefill: in
             rows = group(base, number, size)
             started, thread_started = time.perf_counter(), time.thread_time()
             con.execute("BEGIN")
-            if insert is None:
+            keys = None
+            if variant == "events":  # as the writer: look the keys up, insert plainly
+                keys = fingerprints(rows.columns["source_id"], rows.columns["message_id"])
+                assert not index.any_stored(keys)
+                arrowed = time.perf_counter()
+                Store.append_events(con, rows, [], {}, all_new=True)
+            elif insert is None:
                 arrowed = time.perf_counter()
                 Store.append_events(con, rows, [], {})  # builds its Arrow table itself
             else:
@@ -120,6 +124,8 @@ def run(variant: str, base: list[EventRows], groups: int, size: int, prefill: in
                 con.unregister("_staged")
             appended = time.perf_counter()
             con.execute("COMMIT")
+            if keys is not None:
+                index.add(keys)
             committed = time.perf_counter()
             if number >= warm:
                 wall["arrow"] += arrowed - started
@@ -153,7 +159,7 @@ def main() -> None:
         result = run(variant, base, args.groups, size, args.prefill, args.checkpoint_threshold)
         results.append(result)
         phases = ", ".join(f"{k} {v}" for k, v in result["us_per_event"].items())
-        print(f"{variant:>7}: {result['total_us']:6.2f} us/event wall ({phases}); writer "
+        print(f"{variant:>15}: {result['total_us']:6.2f} us/event wall ({phases}); writer "
               f"thread CPU {result['writer_thread_cpu_us']} us; one writer's ceiling "
               f"{result['one_writer_ceiling_events_per_s']:,} events/s")  # fmt: skip
     RESULTS.mkdir(exist_ok=True)

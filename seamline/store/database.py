@@ -49,11 +49,14 @@ _FAILED_SCHEMA = pa.schema(
         ("received_at", _TS),
     ]
 )
-_INSERT_EVENTS = (
+# a plain insert fails on a stored key; the writer takes it for groups its stored-key index
+# says are all new (seamline.store.keyindex), because the conflict path grows with the table
+_INSERT_EVENTS_PLAIN = (
     f"INSERT INTO events (dedup_key, {', '.join(EVENT_COLUMNS)}) "
     f"SELECT md5_number(source_id || chr(0) || message_id), {', '.join(EVENT_COLUMNS)} "
-    "FROM _staged ON CONFLICT DO NOTHING RETURNING source_id, message_id"
+    "FROM _staged"
 )
+_INSERT_EVENTS = _INSERT_EVENTS_PLAIN + " ON CONFLICT DO NOTHING RETURNING source_id, message_id"
 
 
 @dataclass(frozen=True)
@@ -344,21 +347,29 @@ class Store:
         rows: EventRows,
         failed: list[FailedEvent],
         counters: dict[str, int],
+        *,
+        all_new: bool = False,
     ) -> StoredKeys:
         """Append rows, skipping (source, messageId) already stored; returns the keys stored.
 
-        Runs inside the caller's transaction (the writer's group commit).
+        Runs inside the caller's transaction (the writer's group commit). ``all_new`` says
+        no row is stored yet: a plain insert then stores them all, and raises
+        ``duckdb.ConstraintException`` (aborting the transaction) if one was.
         """
         stored = StoredKeys.every_row(0)
         if len(rows):
             staged = rows.to_arrow()
             con.register("_staged", staged)
             try:
-                returned = con.sql(_INSERT_EVENTS).to_arrow_table()
-                assert returned is not None  # RETURNING always yields a table
+                if all_new:
+                    con.execute(_INSERT_EVENTS_PLAIN)
+                    returned = None
+                else:
+                    returned = con.sql(_INSERT_EVENTS).to_arrow_table()
+                    assert returned is not None  # RETURNING always yields a table
             finally:
                 _unregister(con, "_staged")
-            if returned.num_rows == len(rows):  # no duplicates: no per-row work
+            if returned is None or returned.num_rows == len(rows):  # no duplicates: no per-row work
                 stored = StoredKeys.every_row(len(rows))
             else:
                 stored = StoredKeys.listed(zip(returned.column(0).to_pylist(),

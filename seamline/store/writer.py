@@ -33,6 +33,7 @@ from seamline.errors import Overloaded, SeamlineError, StoreUnavailable
 from seamline.events import EventRows, FailedEvent
 from seamline.identity import service as identity_service  # a module: it imports the store
 from seamline.store.database import Store, is_fatal
+from seamline.store.keyindex import fingerprints, load_index
 from seamline.store.stored import StoredKeys
 
 if TYPE_CHECKING:
@@ -107,6 +108,10 @@ class WriterProfile:
     def __init__(self) -> None:
         self.groups = 0
         self.events = 0
+        # groups that took DuckDB's conflict path: the stored-key index saw a possible
+        # duplicate, or (a miss) the plain insert met one and the group was committed again
+        self.conflict_path = 0
+        self.index_misses = 0
         self.wall = dict.fromkeys(self.PHASES, 0.0)
         self.cpu = dict.fromkeys(self.PHASES, 0.0)
         self._wall = self._cpu = 0.0
@@ -127,6 +132,8 @@ class WriterProfile:
             "groups": self.groups,
             "events": self.events,
             "events_per_group": round(self.events / self.groups, 1) if self.groups else 0,
+            "conflict_path_groups": self.conflict_path,
+            "index_misses": self.index_misses,
             "wall_us_per_event": {k: round(v * per_event, 2) for k, v in self.wall.items()},
             "cpu_us_per_event": {k: round(v * per_event, 2) for k, v in self.cpu.items()},
         }
@@ -150,6 +157,8 @@ class Writer:
         # Identity runs in the writer's transaction, so persons are committed with events.
         self.identity = identity or identity_service.IdentityService()
         self.identity.reload(self._con)
+        # what is stored already: most groups then skip the conflict path (store.keyindex)
+        self.stored_keys = load_index(self._con)
         self._queue: deque[_Append | _Call] = deque()
         self._queued_events = 0
         self._cond = threading.Condition()
@@ -339,7 +348,9 @@ class Writer:
             self.commit_rate = rate if not self.commit_rate else (
                 0.8 * self.commit_rate + 0.2 * rate)  # fmt: skip
 
-    def _commit(self, jobs: list[_Append]) -> None:
+    def _commit(self, jobs: list[_Append], *, careful: bool = False) -> None:
+        """Append and commit one group; ``careful`` sends it down DuckDB's conflict path
+        whatever the stored-key index says."""
         profile = self.profile
         profile.start()
         rows = EventRows()
@@ -372,16 +383,31 @@ class Writer:
                     suppressed
                 )
             profile.mark("stitch")
-            stored = Store.append_events(con, rows, failed, counters)
+            fps = fingerprints(rows.columns["source_id"], rows.columns["message_id"])
+            all_new = not careful and not self.stored_keys.any_stored(fps)
+            profile.conflict_path += not all_new
+            stored = Store.append_events(con, rows, failed, counters, all_new=all_new)
             profile.mark("append")
             for hook in self._hooks:
                 hook(con, rows, stored)
             profile.mark("hooks")
             con.execute("COMMIT")
             profile.mark("commit")
+        except duckdb.ConstraintException as exc:
+            self._rollback(exc)
+            if careful or not all_new:
+                raise
+            # a stored key the index did not know (stored by another path): the plain insert
+            # refused the whole group, so commit it again the careful way
+            log.warning("a group met a stored event the key index did not know; committing "
+                        "it again through the conflict path: %s", exc)  # fmt: skip
+            profile.index_misses += 1
+            self._commit(jobs, careful=True)
+            return
         except BaseException as exc:
             self._rollback(exc)
             raise
+        self.stored_keys.add(fps)
         self.commits += 1
         self.data_version += 1
         for listener in self._listeners:
@@ -450,12 +476,14 @@ class Writer:
             self._store.reopen()  # closes the old connection, and this cursor with it
             con = self._store.writer_connection()
             self.identity.reload(con)
+            stored_keys = load_index(con)
         except (duckdb.Error, SeamlineError) as exc:
             log.warning("the database cannot be reopened yet (answering 503): %s", exc)
             self._reopen_delay = min(self._reopen_delay * 2, REOPEN_INTERVAL_MAX)
             self._next_reopen = now + self._reopen_delay
             return False
         self._con = con
+        self.stored_keys = stored_keys
         self._broken = None
         self.reopens += 1
         self._commits_at_reopen = self.commits
