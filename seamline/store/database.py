@@ -358,17 +358,15 @@ class Store:
         """
         stored = StoredKeys.every_row(0)
         if len(rows):
-            staged = rows.to_arrow()
-            con.register("_staged", staged)
-            try:
-                if all_new:
-                    con.execute(_INSERT_EVENTS_PLAIN)
-                    returned = None
-                else:
-                    returned = con.sql(_INSERT_EVENTS).to_arrow_table()
-                    assert returned is not None  # RETURNING always yields a table
-            finally:
-                _unregister(con, "_staged")
+            # the statements read this local through DuckDB's replacement scan: about 1 ms a
+            # statement less than register() + unregister(), which change the catalog
+            _staged = rows.to_arrow()
+            if all_new:
+                con.execute(_INSERT_EVENTS_PLAIN)
+                returned = None
+            else:
+                returned = con.sql(_INSERT_EVENTS).to_arrow_table()
+                assert returned is not None  # RETURNING always yields a table
             if returned is None or returned.num_rows == len(rows):  # no duplicates: no per-row work
                 stored = StoredKeys.every_row(len(rows))
             else:
