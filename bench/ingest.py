@@ -681,6 +681,11 @@ def main(argv: list[str] | None = None) -> int:
         metavar="SECONDS",
         help="first wait up to this long for other load to drop under 0.3 cores",
     )
+    parser.add_argument(
+        "--world", type=int, default=0, metavar="EVENTS",
+        help="start from a copy of the benchmark world of about EVENTS stored events "
+             "(bench/world.py builds and caches it): ingest into a large table",
+    )  # fmt: skip
     parser.add_argument("--keep", action="store_true", help="keep the temporary workspace")
     parser.add_argument("--label", default="", help="free text stored with the results")
     parser.add_argument("--no-save", action="store_true", help="do not write bench/results/")
@@ -696,15 +701,24 @@ def main(argv: list[str] | None = None) -> int:
         "duckdb_set": [f"SET {statement}" for statement in args.duckdb_set],
         "server_exec": args.server_exec,
     }
+    already = 0  # events stored before the load (a copied world)
+    if args.world:
+        from world import ensure_world
+
+        world, info = ensure_world(args.world)
+        shutil.copytree(world / "workspace", data)
+        already = int(info["events"])
     server = ServerProcess(data, free_port(), env, hooks)
     print(
-        f"workspace {data}; server settings {settings_env or 'defaults'}"
+        f"workspace {data}"
+        + (f" (a copy of the {already:,}-event benchmark world)" if already else "")
+        + f"; server settings {settings_env or 'defaults'}"
         + (f"; DuckDB SET {', '.join(args.duckdb_set)}" if args.duckdb_set else "")
         + (f"; server exec {args.server_exec!r}" if args.server_exec else ""),
         flush=True,
     )
     try:
-        server.start()
+        server.start(timeout=600 if already else 60)  # a world's identity graph loads first
         write_key = add_source(data)
         templates = build_templates(write_key, args.batch_size, seed=7)
         body_bytes = statistics.mean(sum(map(len, t)) for t in templates)
@@ -732,7 +746,7 @@ def main(argv: list[str] | None = None) -> int:
         import duckdb
 
         con = duckdb.connect(str(data / "seamline.duckdb"), read_only=True)
-        stored = con.execute("SELECT count(*) FROM events").fetchone()[0]  # type: ignore[index]
+        stored = con.execute("SELECT count(*) FROM events").fetchone()[0] - already  # type: ignore[index]
         failed_stored = con.execute("SELECT count(*) FROM failed_events").fetchone()[0]  # type: ignore[index]
         con.close()
 
@@ -781,6 +795,7 @@ def main(argv: list[str] | None = None) -> int:
             "server_env": settings_env,
             "duckdb_set": args.duckdb_set,
             "server_exec": args.server_exec,
+            "world_events": already,
         },
         "requests": requests,
         "statuses": statuses,
