@@ -36,6 +36,8 @@ SETTINGS: tuple[Setting, ...] = (
             "Longest expected queue wait (queued events / commit rate) before HTTP ingest answers 503."),
     Setting("parse_processes", 2,
             "Worker processes `serve` decodes and validates ingest bodies in (0: in the server process)."),
+    Setting("parse_nice", 10,
+            "Niceness the parse workers add (0-19): the writer thread gets the CPU first (0: equal)."),
     Setting("group_commit_events", 5000, "Most events the writer commits in one transaction."),
     Setting("group_commit_wait_ms", 2, "How long the writer waits to fill a group before committing."),
     Setting("retry_after_seconds", 2, "Retry-After sent with 503 answers (a 429 says when its key may send)."),
@@ -132,6 +134,7 @@ class Settings:
     queue_max_events: int = _BY_NAME["queue_max_events"].default
     queue_max_wait_ms: int = _BY_NAME["queue_max_wait_ms"].default
     parse_processes: int = _BY_NAME["parse_processes"].default
+    parse_nice: int = _BY_NAME["parse_nice"].default
     group_commit_events: int = _BY_NAME["group_commit_events"].default
     group_commit_wait_ms: int = _BY_NAME["group_commit_wait_ms"].default
     retry_after_seconds: int = _BY_NAME["retry_after_seconds"].default
@@ -203,11 +206,18 @@ class Settings:
         return cls(**{name: _coerce(name, value) for name, value in values.items()})
 
 
+_RANGES = {"parse_nice": (0, 19)}  # whole-number settings with bounds
+
+
 def _coerce(name: str, value: Any) -> Any:
     default = _BY_NAME[name].default
     if isinstance(default, int) and not isinstance(value, int):
         try:
-            return int(value)
+            value = int(value)
         except (TypeError, ValueError) as exc:
             raise BadRequest(f"Setting '{name}' must be a whole number, got {value!r}.") from exc
+    if name in _RANGES:
+        low, high = _RANGES[name]
+        if not low <= value <= high:
+            raise BadRequest(f"Setting '{name}' must be between {low} and {high}, got {value!r}.")
     return value

@@ -4,7 +4,7 @@
   pickled across the process boundary) is exactly what normalising with the source gives.
 - A parse worker killed under load costs only retryable 503s: every acknowledged event is
   stored once, and the server keeps answering with new workers.
-- Workers do not outlive a server killed with SIGKILL.
+- Workers do not outlive a server killed with SIGKILL, and run below its priority.
 """
 
 from __future__ import annotations
@@ -121,6 +121,9 @@ def test_parse_workers_exit_with_a_killed_server(tmp_path: Path) -> None:
     assert answer.status_code == 200
     workers = _workers(pid)
     assert workers, "the body was not parsed in a worker process"
+    # the workers yield the cores to the server's writer (SEAMLINE_PARSE_NICE, 10 by default)
+    assert {os.getpriority(os.PRIO_PROCESS, w) for w in workers} == {
+        min(19, os.getpriority(os.PRIO_PROCESS, pid) + 10)}
     server.kill()
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and any(Path(f"/proc/{w}").exists() for w in workers):

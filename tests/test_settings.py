@@ -25,6 +25,13 @@ def test_env_overrides_and_errors(monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
     with pytest.raises(BadRequest, match="max_batch_events"):
         Settings.load(tmp_path)
     monkeypatch.delenv("SEAMLINE_MAX_BATCH_EVENTS")
+    monkeypatch.setenv("SEAMLINE_PARSE_NICE", "20")
+    with pytest.raises(BadRequest, match="'parse_nice' must be between 0 and 19, got 20"):
+        Settings.load(tmp_path)
+    monkeypatch.setenv("SEAMLINE_PARSE_NICE", "0")
+    assert Settings.load(tmp_path).parse_nice == 0
+    monkeypatch.delenv("SEAMLINE_PARSE_NICE")
+    assert Settings.load(tmp_path).parse_nice == 10
     (tmp_path / "settings.json").write_text('{"max_batch_event": 5}')
     with pytest.raises(BadRequest, match="Did you mean 'max_batch_events'"):
         Settings.load(tmp_path)

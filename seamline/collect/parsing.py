@@ -27,8 +27,15 @@ log = logging.getLogger("seamline.parsing")
 T = TypeVar("T")
 
 
-def _start_worker(server_pid: int) -> None:
-    """Worker start: import the parsing path now, and exit when the server is gone.
+def _start_worker(server_pid: int, nice: int = 0) -> None:
+    """Worker start: import the parsing path now, lower the priority, and exit when the
+    server is gone.
+
+    ``nice`` is added to the worker's niceness. The server's writer thread commits every
+    group in turn, so any time it waits for a core is time every request waits; when the
+    cores are busy, the workers should yield to it. (They can afford to: a body waits for
+    the writer far longer than for its parse.) On the ingest bench, niceness 10 gave
+    36,933-37,070 events/s against 34,975-36,203 without.
 
     A server killed with SIGKILL cannot stop its workers, and they would wait for work
     forever; each checks twice a second that its parent is still the server. Ctrl-C and
@@ -36,6 +43,9 @@ def _start_worker(server_pid: int) -> None:
     requests in flight, which needs its workers, then stops them.
     """
     import seamline.events.fast  # noqa: F401
+
+    if nice > 0:
+        os.nice(min(nice, 19))
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -49,15 +59,17 @@ def _start_worker(server_pid: int) -> None:
 
 
 class ParsePool:
-    """``processes`` worker processes that run :func:`parse_body`, started on first use.
+    """``processes`` worker processes that run :func:`parse_body`, started on first use,
+    ``nice`` steps below the server's priority.
 
     A worker that dies (killed, out of memory) breaks the executor: the requests it held
     are answered 503 (retryable, nothing was stored) and a new pool is started for the
     next ones.
     """
 
-    def __init__(self, processes: int):
+    def __init__(self, processes: int, nice: int = 0):
         self.processes = processes
+        self.nice = nice  # added to each worker's niceness (see _start_worker)
         self._lock = threading.Lock()
         self._executor: ProcessPoolExecutor | None = None
         self._closed = False
@@ -75,7 +87,7 @@ class ParsePool:
                 # spawn: the server process runs threads (DuckDB, the writer), so no fork
                 self._executor = ProcessPoolExecutor(
                     self.processes, mp_context=multiprocessing.get_context("spawn"),
-                    initializer=_start_worker, initargs=(os.getpid(),),
+                    initializer=_start_worker, initargs=(os.getpid(), self.nice),
                 )  # fmt: skip
             return self._executor
 

@@ -174,10 +174,11 @@ class Collector:
         stats["rate_limited"] = sum(counts.values())
         return stats
 
-    def start_parsers(self, processes: int) -> None:
-        """Parse request bodies in ``processes`` worker processes (0: in the caller)."""
+    def start_parsers(self, processes: int, nice: int = 0) -> None:
+        """Parse request bodies in ``processes`` worker processes (0: in the caller), at
+        ``nice`` steps below the server's priority."""
         if processes > 0 and self.parsers is None:
-            self.parsers = ParsePool(processes)
+            self.parsers = ParsePool(processes, nice)
 
     def close(self) -> None:
         """Finish the bodies being parsed and write the rate-limit refusal counts; call

@@ -94,7 +94,8 @@ def serve(workspace: Workspace, host: str = "127.0.0.1", port: int = 8088,
     server = uvicorn.Server(config)
     # bodies are decoded in worker processes, so this process's GIL is left to HTTP,
     # identity and the writer (seamline.collect.parsing)
-    workspace.collector.start_parsers(workspace.settings.parse_processes)
+    workspace.collector.start_parsers(workspace.settings.parse_processes,
+                                      workspace.settings.parse_nice)
     app.state.live.should_stop = lambda: server.should_exit  # end live streams on SIGTERM
     # The writer thread gives up the GIL in every DuckDB call and then waits for the busy
     # event loop to hand it back: up to the switch interval (5 ms by default) per call, a
