@@ -17,7 +17,9 @@ only sends its group down the conflict path.
 
 It is a log-structured set: sorted ``uint64`` arrays whose sizes at least double from the
 newest to the oldest, so each added key is copied O(log n) times, and a lookup is one
-vectorised binary search per array.
+vectorised binary search per array. With 10 million keys (the 10M-event benchmark world)
+it loads in about 0.5 s, and looking up and adding a group's keys costs about 1.1 µs a key,
+mostly cache misses in the largest array; about 0.5 µs while it grows from empty to 3M.
 
     >>> index = StoredKeyIndex()
     >>> keys = fingerprints(["src", "src"], ["m1", "m2"])
