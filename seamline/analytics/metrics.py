@@ -49,7 +49,7 @@ from seamline.analytics.durations import format_duration
 from seamline.analytics.metric_definitions import SESSION_GAP, MetricsDefinition, metrics_query
 from seamline.analytics.periods import period_index, period_label
 from seamline.analytics.result import Result
-from seamline.analytics.sequences import bool_column, dictionary, from_table
+from seamline.analytics.sequences import bool_column, dictionary, distinct, from_table
 from seamline.analytics.validity import auc, hanley_mcneil, pearson, spearman
 from seamline.events.timestamps import utcnow
 
@@ -145,7 +145,7 @@ class _Rows:
         days = t // _DAY_US
         if len(days):
             width = int(days.max() - days.min()) + 1
-            pairs = np.unique(p * width + (days - days.min()))
+            pairs = distinct(p * width + (days - days.min()))  # np.unique: a slow hash table
             active_days = np.bincount(pairs // width, minlength=n).astype(np.float64)
         else:
             active_days = np.zeros(n)
