@@ -375,6 +375,7 @@ class Writer:
                 counters[name] = counters.get(name, 0) + value
         con = self._con
         profile.mark("merge")
+        all_new = False  # until the stored-key index says so (a failure before is no miss)
         con.execute("BEGIN")
         try:
             rows, suppressed = self.identity.stitch(con, rows)
