@@ -21,6 +21,7 @@ class Setting:
     name: str
     default: Any
     help: str
+    bounds: tuple[int, int] | None = None  # inclusive, for whole numbers
 
     @property
     def env(self) -> str:
@@ -37,7 +38,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("parse_processes", 2,
             "Worker processes `serve` decodes and validates ingest bodies in (0: in the server process)."),
     Setting("parse_nice", 10,
-            "Niceness the parse workers add (0-19): the writer thread gets the CPU first (0: equal)."),
+            "Niceness the parse workers add (0-19): the writer thread gets the CPU first (0: equal).",
+            bounds=(0, 19)),
     Setting("group_commit_events", 5000, "Most events the writer commits in one transaction."),
     Setting("group_commit_wait_ms", 2, "How long the writer waits to fill a group before committing."),
     Setting("retry_after_seconds", 2, "Retry-After sent with 503 answers (a 429 says when its key may send)."),
@@ -206,18 +208,15 @@ class Settings:
         return cls(**{name: _coerce(name, value) for name, value in values.items()})
 
 
-_RANGES = {"parse_nice": (0, 19)}  # whole-number settings with bounds
-
-
 def _coerce(name: str, value: Any) -> Any:
-    default = _BY_NAME[name].default
-    if isinstance(default, int) and not isinstance(value, int):
+    setting = _BY_NAME[name]
+    if isinstance(setting.default, int) and not isinstance(value, int):
         try:
             value = int(value)
         except (TypeError, ValueError) as exc:
             raise BadRequest(f"Setting '{name}' must be a whole number, got {value!r}.") from exc
-    if name in _RANGES:
-        low, high = _RANGES[name]
+    if setting.bounds is not None:
+        low, high = setting.bounds
         if not low <= value <= high:
             raise BadRequest(f"Setting '{name}' must be between {low} and {high}, got {value!r}.")
     return value
