@@ -147,7 +147,7 @@ class _Unusual(Exception):
     """Not for the fast path: the general path decides."""
 
 
-def _object_text(raw: msgspec.Raw) -> str | None:
+def _object_text(raw: msgspec.Raw | bytes) -> str | None:
     """The JSON text of an object field; None when absent or null."""
     data = bytes(raw)
     if not data or data == b"null":
@@ -215,7 +215,7 @@ def _row(raw: bytes, ctx: IngestContext, forced_type: str | None,
     key = (bytes(event.context), ctx.client_ip, ctx.fill_ip)
     context = _CONTEXTS.get(key)
     if context is None:
-        context = _context_columns(event.context, ctx)
+        context = _context_columns(key[0], ctx)  # the bytes the key already copied
         if len(key[0]) <= _CONTEXT_MAX_BYTES:
             if len(_CONTEXTS) >= _CONTEXTS_MAX:
                 _CONTEXTS.clear()
@@ -248,7 +248,7 @@ def _row(raw: bytes, ctx: IngestContext, forced_type: str | None,
     )  # fmt: skip
 
 
-def _context_columns(raw: msgspec.Raw, ctx: IngestContext) -> _ContextColumns:
+def _context_columns(raw: bytes, ctx: IngestContext) -> _ContextColumns:
     """Decode one context (raises like the rest of the fast path when it is unusual)."""
     context_text = _object_text(raw)
     context = _context_decoder.decode(context_text) if context_text else _Context()
