@@ -19,18 +19,42 @@ def error_response(status: int, code: str, message: str, headers: dict[str, str]
     return JSONResponse({"code": code, "message": message}, status_code=status, headers=headers)
 
 
+def seamline_error_response(exc: SeamlineError, path: str, origin: str | None) -> JSONResponse:
+    """The envelope of a :class:`SeamlineError`, with ``Retry-After`` when it is one."""
+    headers = {}
+    if isinstance(exc, Overloaded):
+        headers["Retry-After"] = str(exc.retry_after)
+    if not path.startswith("/api") and origin:
+        # Browsers may read the error (and Retry-After) of a collection route.
+        headers["Access-Control-Allow-Origin"] = origin
+        headers["Access-Control-Expose-Headers"] = "Retry-After"
+        headers["Vary"] = "Origin"
+    return error_response(exc.status, exc.code, exc.message, headers)
+
+
+def out_of_range_response(method: str, path: str, exc: Exception) -> JSONResponse:
+    """A 400 for input only a parser's or the standard library's limits refuse."""
+    # Only extreme input gets here (nesting too deep for a parser, a number or date too
+    # large for the standard library): a 400, never a 500. Logged so the route can learn
+    # to refuse it earlier, with a better message.
+    log.warning("refused %s %s as invalid input: %s: %s", method, path,
+                type(exc).__name__, str(exc)[:200])  # fmt: skip
+    return error_response(400, "invalid_value", "A value in the request is out of range "
+                          f"or nested too deeply ({type(exc).__name__}).")  # fmt: skip
+
+
+def unexpected_error_response(method: str, path: str) -> JSONResponse:
+    """A 500 for a bug; call it from the ``except`` block, which logs the traceback."""
+    log.exception("unexpected error on %s %s", method, path)
+    return error_response(
+        500, "internal_error", "Unexpected server error; it was logged. Please report it."
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(SeamlineError)
     async def seamline_error(request: Request, exc: SeamlineError) -> Response:
-        headers = {}
-        if isinstance(exc, Overloaded):
-            headers["Retry-After"] = str(exc.retry_after)
-        if not request.url.path.startswith("/api") and request.headers.get("origin"):
-            # Browsers may read the error (and Retry-After) of a collection route.
-            headers["Access-Control-Allow-Origin"] = request.headers["origin"]
-            headers["Access-Control-Expose-Headers"] = "Retry-After"
-            headers["Vary"] = "Origin"
-        return error_response(exc.status, exc.code, exc.message, headers)
+        return seamline_error_response(exc, request.url.path, request.headers.get("origin"))
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> Response:
@@ -51,17 +75,9 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RecursionError)
     @app.exception_handler(OverflowError)
     async def out_of_range(request: Request, exc: Exception) -> Response:
-        # Only extreme input gets here (nesting too deep for a parser, a number or date
-        # too large for the standard library): a 400, never a 500. Logged so the route
-        # can learn to refuse it earlier, with a better message.
-        log.warning("refused %s %s as invalid input: %s: %s", request.method,
-                    request.url.path, type(exc).__name__, str(exc)[:200])  # fmt: skip
-        return error_response(400, "invalid_value", "A value in the request is out of range "
-                              f"or nested too deeply ({type(exc).__name__}).")  # fmt: skip
+        return out_of_range_response(request.method, request.url.path, exc)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> Response:
-        log.exception("unexpected error on %s %s", request.method, request.url.path)
-        return error_response(
-            500, "internal_error", "Unexpected server error; it was logged. Please report it."
-        )
+        # Starlette calls this inside its ``except`` block: the log line gets the traceback
+        return unexpected_error_response(request.method, request.url.path)

@@ -23,7 +23,7 @@ from fastapi import FastAPI
 from seamline import __version__
 from seamline.app import Workspace
 from seamline.web.api import install_api
-from seamline.web.collect_routes import install_collect_routes
+from seamline.web.collect_routes import CollectFastPath, install_collect_routes
 from seamline.web.dashboard import install_dashboard
 from seamline.web.errors import install_error_handlers
 
@@ -41,7 +41,8 @@ def create_app(workspace: Workspace, *, local_secret: str | None = None) -> Fast
         redoc_url=None,
     )
     install_error_handlers(app)
-    install_collect_routes(app, workspace)
+    # the POST endpoints, which ``serve`` also reaches directly (CollectFastPath)
+    app.state.collect_endpoints = install_collect_routes(app, workspace)
     install_api(app, workspace, local_secret)
     install_dashboard(app, workspace, local_secret)
     return app
@@ -83,7 +84,9 @@ def serve(workspace: Workspace, host: str = "127.0.0.1", port: int = 8088,
 
     app.router.lifespan_context = lifespan
     config = uvicorn.Config(
-        app,
+        # a POST to a collection route skips the middleware stack and the router: it is
+        # most of the requests, and they answer their own errors (collect_routes)
+        CollectFastPath(app, app.state.collect_endpoints),
         host=host,
         port=port,
         log_level=log_level,
