@@ -143,6 +143,26 @@ _CONTEXTS_MAX = 1024
 _CONTEXT_MAX_BYTES = 4096  # larger ones are decoded each time: the memo stays a few MB
 
 
+#: Texts that repeat across events (ids, event names, ``_metadata``): one ``str`` object
+#: per distinct text, so that pickle sends it once per answer of a parse worker and the
+#: server unpickles one object instead of one per event. Cleared when full.
+_SHARED: dict[str, str] = {}
+_SHARED_MAX = 4096
+#: the event types, as the one object each
+_KINDS = {kind: kind for kind in EVENT_TYPES}
+
+
+def _share(value: str | None) -> str | None:
+    if value is None:
+        return None
+    shared = _SHARED.get(value)
+    if shared is None:
+        if len(_SHARED) >= _SHARED_MAX:
+            _SHARED.clear()
+        shared = _SHARED[value] = value
+    return shared
+
+
 class _Unusual(Exception):
     """Not for the fast path: the general path decides."""
 
@@ -180,11 +200,11 @@ def fast_row(raw: bytes, ctx: IngestContext, forced_type: str | None = None,
 def _row(raw: bytes, ctx: IngestContext, forced_type: str | None,
          batch_sent_at: Any) -> tuple[Any, ...]:  # fmt: skip
     event = _event_decoder.decode(raw)
-    kind = forced_type or event.type
-    if kind not in EVENT_TYPES:
+    kind = _KINDS.get(forced_type or event.type)  # type: ignore[arg-type]
+    if kind is None:
         raise _Unusual
-    user_id = _id(event.userId, "userId")
-    anonymous_id = _id(event.anonymousId, "anonymousId")
+    user_id = _share(_id(event.userId, "userId"))
+    anonymous_id = _share(_id(event.anonymousId, "anonymousId"))
     if user_id is None and anonymous_id is None:
         raise _Unusual
     message_id = _id(event.messageId, "messageId") or f"sl-{uuid.uuid4()}"
@@ -192,9 +212,9 @@ def _row(raw: bytes, ctx: IngestContext, forced_type: str | None,
         raise _Unusual
     group_id = _id(event.groupId, "groupId")
     previous_id = _id(event.previousId, "previousId")
-    name = text(event.name)
+    name = _share(text(event.name))
     if kind == "track":
-        event_name = event.event.strip() if event.event else None
+        event_name = _share(event.event.strip()) if event.event else None
         if not event_name:
             raise _Unusual
     elif kind in ("page", "screen"):
@@ -209,7 +229,7 @@ def _row(raw: bytes, ctx: IngestContext, forced_type: str | None,
     properties = _object_text(event.properties)
     traits = _object_text(event.traits)
     integrations = _object_text(event.integrations)
-    metadata = _object_text(event.metadata)
+    metadata = _share(_object_text(event.metadata))
     if integrations is not None and _is_empty(integrations):
         integrations = None
     key = (bytes(event.context), ctx.client_ip, ctx.fill_ip)
