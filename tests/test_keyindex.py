@@ -12,8 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from seamline.events import EventRows, IngestContext, normalise_events
+from seamline.events.keys import key_digests
 from seamline.store import Store, Writer
-from seamline.store.keyindex import StoredKeyIndex, fingerprints, load_index
+from seamline.store.keyindex import StoredKeyIndex, fingerprints, from_digests, load_index
 
 _KEYS = st.lists(st.integers(min_value=0, max_value=60), max_size=40)
 
@@ -74,6 +75,13 @@ def test_fingerprints_are_the_low_bits_of_the_stored_dedup_key(tmp_path: Path) -
         assert sorted(ours.tolist()) == loaded._runs[0].tolist()
         # the source is part of the key: the same ids from another source are new
         assert not loaded.any_stored(fingerprints(["src-b"] * len(ids), ids))
+        # what a parse worker computes for a source it knows is the same
+        assert from_digests(key_digests("src-a", ids)).tolist() == ours.tolist()
+        # and a group that comes with its digests is indexed by them
+        more = [f"n-{k}" for k in range(20)]
+        writer.submit(_rows("src-a", more), [], digests=key_digests("src-a", more)).result(30)
+        assert writer.stored_keys.any_stored(fingerprints(["src-a"], ["n-7"]))
+        assert len(load_index(writer._con)) == len(ids) + len(more)
     finally:
         writer.stop()
         store.close()

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pickle
@@ -22,6 +23,7 @@ from hypothesis import strategies as st
 
 from seamline.events import normalise_events, parse_request
 from seamline.events.bodies import ParseJob, assign_source, parse_body
+from seamline.events.keys import key_digests
 from tests.conftest import Server
 from tests.loadgen import Sender, read_store
 from tests.test_events import RECEIVED, _comparable, ctx, wire_events
@@ -62,6 +64,11 @@ def test_worker_result_equals_normalising_with_the_source(
     # across the process boundary, as a worker's result travels
     parsed = pickle.loads(pickle.dumps(parse_body(job)))
     assign_source(parsed, "src_1", "mobile", unit)
+    assert parsed.key_digests is None  # the source was not known when it was parsed
+    # a source named by the Authorization header: the keys' fingerprints come along
+    keyed = parse_body(dataclasses.replace(job, source_id="src_1"))
+    assert keyed.keys_source == "src_1" and keyed.key_digests == key_digests(
+        "src_1", keyed.rows.columns["message_id"])  # (a missing messageId is made up anew)
 
     request = parse_request(body, batch=True, max_events=2500, max_event_bytes=34_000)
     context = ctx(unit=unit, client_ip="203.0.113.9", fill_ip=fill_ip)

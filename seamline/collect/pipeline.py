@@ -105,16 +105,18 @@ class Collector:
             )
         limiter = self.rate_limiter
         auth_key = write_key_from_authorization(info.authorization)
-        if limiter.enabled and auth_key:
-            known = self.source_for_key(auth_key)
-            if known is not None and known.enabled:  # refuse before parsing the body
-                self._limit(lambda: limiter.check(known.source_id))
+        known = self.source_for_key(auth_key) if auth_key else None
+        if known is not None and not known.enabled:
+            known = None
+        if limiter.enabled and known is not None:  # refuse before parsing the body
+            self._limit(lambda: limiter.check(known.source_id))
         job = ParseJob(
             body, batch, forced_type, utcnow(),
             max_events=settings.max_batch_events,
             max_event_bytes=settings.max_event_bytes,
             skew_flag_seconds=settings.skew_flag_seconds,
             client_ip=info.client_ip, fill_ip=info.fill_ip, retry_count=info.retry_count,
+            source_id=known.source_id if known is not None else None,
         )  # fmt: skip
         if self.parsers is None:
             return self._admit(parse_body(job), auth_key, info)
@@ -143,10 +145,12 @@ class Collector:
         if limiter.enabled:  # the whole request is admitted or refused, never a part
             self._limit(lambda: limiter.take(source.source_id, parsed.events))
         assign_source(parsed, source.source_id, source.channel, source.unit)
+        # fingerprints computed for another source (the sources changed meanwhile): none
+        digests = parsed.key_digests if parsed.keys_source == source.source_id else None
         if not limiter.enabled:
-            return self._writer.submit(parsed.rows, parsed.failed)
+            return self._writer.submit(parsed.rows, parsed.failed, digests=digests)
         try:
-            return self._writer.submit(parsed.rows, parsed.failed)
+            return self._writer.submit(parsed.rows, parsed.failed, digests=digests)
         except Overloaded:  # a full queue refuses it: it must not use up the key's budget
             limiter.give_back(source.source_id, parsed.events)
             raise

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from seamline.events.keys import key_digests
 from seamline.events.normalise import EventRows, FailedEvent, IngestContext, normalise_events
 from seamline.events.request import first_event_write_key, parse_request
 
@@ -30,6 +31,9 @@ class ParseJob:
     client_ip: str | None = None
     fill_ip: bool = False
     retry_count: int = 0
+    # the source, when the Authorization header already named it: the events' dedupe key
+    # fingerprints are then computed with the parse (seamline.events.keys)
+    source_id: str | None = None
 
 
 @dataclass
@@ -40,6 +44,9 @@ class ParsedBody:
     events: int  # events in the body, good and bad
     rows: EventRows
     failed: list[FailedEvent]
+    # the rows' key fingerprints for the source ``keys_source`` (ParseJob.source_id)
+    key_digests: bytes | None = None
+    keys_source: str | None = None
 
 
 def parse_body(job: ParseJob) -> ParsedBody:
@@ -67,7 +74,8 @@ def parse_body(job: ParseJob) -> ParsedBody:
         batch_context=parsed.context,
         batch_integrations=parsed.integrations,
     )
-    return ParsedBody(write_key, len(parsed.events), rows, failed)
+    digests = key_digests(job.source_id, rows.columns["message_id"]) if job.source_id else None
+    return ParsedBody(write_key, len(parsed.events), rows, failed, digests, job.source_id)
 
 
 def assign_source(parsed: ParsedBody, source_id: str, channel: str, unit: str | None) -> None:

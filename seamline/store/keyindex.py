@@ -70,6 +70,11 @@ def fingerprints(source_ids: Sequence[str], message_ids: Sequence[str]) -> Finge
     return np.frombuffer(b"".join(digests), dtype="<u8")[::2].astype(np.uint64)
 
 
+def from_digests(digests: bytes) -> Fingerprints:
+    """Fingerprints from :func:`seamline.events.keys.key_digests` (8 bytes each)."""
+    return np.frombuffer(digests, dtype="<u8").astype(np.uint64)
+
+
 class StoredKeyIndex:
     """The fingerprints of the stored events (see the module's doc)."""
 

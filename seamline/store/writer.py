@@ -33,7 +33,7 @@ from seamline.errors import Overloaded, SeamlineError, StoreUnavailable
 from seamline.events import EventRows, FailedEvent
 from seamline.identity import service as identity_service  # a module: it imports the store
 from seamline.store.database import Store, is_fatal
-from seamline.store.keyindex import fingerprints, load_index
+from seamline.store.keyindex import fingerprints, from_digests, load_index
 from seamline.store.stored import StoredKeys
 
 if TYPE_CHECKING:
@@ -63,6 +63,7 @@ class _Append:
     rows: EventRows
     failed: list[FailedEvent]
     counters: dict[str, int]
+    digests: bytes | None = None  # the rows' key fingerprints, if the parse computed them
     future: Future[AppendResult] = field(default_factory=Future)
 
     @property
@@ -209,10 +210,16 @@ class Writer:
         return self._broken is None
 
     def submit(
-        self, rows: EventRows, failed: list[FailedEvent], counters: dict[str, int] | None = None
+        self, rows: EventRows, failed: list[FailedEvent], counters: dict[str, int] | None = None,
+        *, digests: bytes | None = None,
     ) -> Future[AppendResult]:
-        """Queue rows for the next group commit; raises :class:`Overloaded` if full."""
-        job = _Append(rows, failed, counters or {})
+        """Queue rows for the next group commit; raises :class:`Overloaded` if full.
+
+        ``digests`` are the rows' key fingerprints
+        (:func:`seamline.events.keys.key_digests`), if known: the writer then need not
+        compute them.
+        """
+        job = _Append(rows, failed, counters or {}, digests)
         self._enqueue(job)
         return job.future
 
@@ -384,7 +391,12 @@ class Writer:
                     suppressed
                 )
             profile.mark("stitch")
-            fps = fingerprints(rows.columns["source_id"], rows.columns["message_id"])
+            if unique and not suppressed and all(job.digests is not None or not len(job.rows)
+                                                 for job in jobs):  # fmt: skip
+                # the rows are the jobs' rows, in order: their fingerprints are known
+                fps = from_digests(b"".join(job.digests or b"" for job in jobs))
+            else:
+                fps = fingerprints(rows.columns["source_id"], rows.columns["message_id"])
             all_new = not careful and not self.stored_keys.any_stored(fps)
             profile.conflict_path += not all_new
             stored = Store.append_events(con, rows, failed, counters, all_new=all_new)
