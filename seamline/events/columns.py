@@ -18,6 +18,8 @@ EVENT_COLUMNS: tuple[str, ...] = (
     "contact_email", "contact_phone",
 )  # fmt: skip
 
+#: The columns that hold a JSON object's text (DuckDB type ``JSON``).
+JSON_COLUMNS: tuple[str, ...] = ("properties", "traits", "context", "integrations", "metadata")
 #: The event's email and phone, identity inputs. Normalisation carries the raw JSON values
 #: (identify traits first, then ``context.traits``); the identity service replaces them by
 #: their normalised form before the append, which is what the store keeps (NULL when

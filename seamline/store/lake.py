@@ -28,10 +28,10 @@ from typing import Any
 import duckdb
 
 from seamline.events import EVENT_COLUMNS
+from seamline.events.columns import JSON_COLUMNS
 from seamline.events.timestamps import utcnow
 
 COLLECTOR_FILE = "collector_id"
-JSON_COLUMNS = ("properties", "traits", "context", "integrations", "metadata")
 
 
 def collector_id(data_dir: Path) -> str:
