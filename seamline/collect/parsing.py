@@ -16,6 +16,7 @@ import multiprocessing.context
 import os
 import pickle
 import signal
+import socket
 import threading
 import time
 from collections import deque
@@ -28,6 +29,7 @@ from seamline.errors import Overloaded
 from seamline.events.bodies import ParsedBody, ParseJob, parse_body
 
 log = logging.getLogger("seamline.parsing")
+PIPE_BUFFER = 2 << 20  # bytes; a body is at most max_request_bytes (500 KB by default)
 T = TypeVar("T")
 
 
@@ -67,6 +69,12 @@ class _Worker:
 
     def __init__(self, context: multiprocessing.context.SpawnContext, nice: int):
         self.conn, child = context.Pipe(duplex=True)
+        # Room for a whole body in the pipe: the event loop sends a body to an idle worker
+        # itself, and must not wait for it to read (the kernel may cap the size).
+        with contextlib.suppress(OSError):
+            end = socket.socket(fileno=os.dup(self.conn.fileno()))
+            end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, PIPE_BUFFER)
+            end.close()
         self.process = context.Process(target=_work, args=(child, os.getpid(), nice),
                                        name="seamline-parse", daemon=True)  # fmt: skip
         self.process.start()
@@ -228,6 +236,7 @@ class ParsePool:
 
     def _lost(self, worker: _Worker) -> None:
         """A worker's pipe closed: it died, or the pool is closing."""
+        worker.process.join(1)  # reap it (its pipe closed: it has exited or is exiting)
         fresh: _Worker | None = None
         with self._lock:
             task, worker.task = worker.task, None
@@ -243,7 +252,6 @@ class ParsePool:
                     fresh.task = self._queue.popleft()
             self._lock.notify_all()
         worker.conn.close()
-        worker.process.join(1)  # reap it (its pipe closed: it has exited or is exiting)
         if fresh is not None and fresh.task is not None:
             self._send(fresh, fresh.task)
         if task is not None:
