@@ -744,3 +744,35 @@ def test_gzip_body_helper_is_real_gzip() -> None:
     """Guard for the Kotlin test: the streamed pieces form one valid gzip member."""
     text = json.dumps({"batch": [{"k": "v" * 500}]})
     assert gzip.decompress(b"".join(gzip_chunks(text))).decode() == text
+
+
+def test_an_in_process_client_reaches_the_same_collection_endpoint(tmp_path: Path) -> None:
+    """`serve` sends collection POSTs straight to their endpoint (CollectFastPath); the app
+    routes to the same endpoint for an in-process client, with the same answers."""
+    import asyncio
+
+    from seamline.app import Workspace
+    from seamline.web.server import create_app
+
+    async def exchange(app: Any, write_key: str) -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://in-process") as c:
+            auth = {"Authorization": basic(write_key), "Origin": "https://shop.example"}
+            good = {"batch": [{"type": "track", "event": "Seen", "userId": "u-1",
+                               "messageId": "in-process-1"}]}  # fmt: skip
+            return [await c.post("/v1/batch/", json=good, headers=auth),
+                    await c.post("/v1/b", content=b"{not json", headers=auth),
+                    await c.post("/v1/t", json={"event": "No id"}, headers=auth)]  # fmt: skip
+
+    with Workspace(tmp_path / "workspace") as workspace:
+        write_key = workspace.add_source("app", "mobile")["write_key"]
+        app = create_app(workspace)
+        assert set(app.state.collect_endpoints) >= {"/v1/batch", "/v1/batch/", "/v1/t"}
+        stored, bad_json, no_id = asyncio.run(exchange(app, write_key))
+        assert stored.status_code == 200 and stored.json() == {"success": True}
+        assert stored.headers["access-control-allow-origin"] == "https://shop.example"
+        assert bad_json.status_code == 400 and bad_json.json()["code"] == "invalid_json"
+        assert bad_json.headers["access-control-allow-origin"] == "https://shop.example"
+        assert no_id.status_code == 200  # a bad event is a failed event, not a failed request
+        stats = workspace.stats()
+    assert stats["events"] == 1 and stats["failed_events"] == 1
