@@ -32,9 +32,9 @@ mostly cache misses in the largest array; about 0.5 µs while it grows from empt
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
-from typing import Any
+from itertools import groupby
+from operator import itemgetter
 
 import duckdb
 import numpy as np
@@ -42,6 +42,7 @@ import numpy.typing as npt
 
 # np.unique is slow on large arrays with NumPy 2.3+ (a hash table): sort instead
 from seamline.analytics.sequences import distinct
+from seamline.events.keys import key_digests
 
 Fingerprints = npt.NDArray[np.uint64]
 
@@ -53,21 +54,13 @@ def fingerprints(source_ids: Sequence[str], message_ids: Sequence[str]) -> Finge
     """The low 64 bits of ``md5_number(source_id || chr(0) || message_id)`` per event.
 
     DuckDB's ``md5_number`` reads the 16-byte digest as a little-endian integer, so its low
-    64 bits are the digest's first 8 bytes, little-endian. (About 0.65 µs an event: the
-    hash of each source's prefix is computed once and copied.)
+    64 bits are the digest's first 8 bytes, little-endian: what
+    :func:`seamline.events.keys.key_digests` computes, here for each run of events of one
+    source. (About 0.65 µs an event.)
     """
-    prefixes: dict[str, Any] = {}
-    digests: list[bytes] = []
-    digest = digests.append
-    for source, message in zip(source_ids, message_ids, strict=True):
-        prefix = prefixes.get(source)
-        if prefix is None:
-            prefix = prefixes[source] = hashlib.md5(f"{source}\x00".encode(),
-                                                    usedforsecurity=False)  # fmt: skip
-        running = prefix.copy()
-        running.update(message.encode())
-        digest(running.digest())
-    return np.frombuffer(b"".join(digests), dtype="<u8")[::2].astype(np.uint64)
+    pairs = zip(source_ids, message_ids, strict=True)
+    return from_digests(b"".join(key_digests(source, [message for _, message in run])
+                                 for source, run in groupby(pairs, key=itemgetter(0))))
 
 
 def from_digests(digests: bytes) -> Fingerprints:
