@@ -43,8 +43,9 @@ def _start_worker(server_pid: int, nice: int = 0) -> None:
     the writer far longer than for its parse.) On the ingest bench, niceness 10 gave
     36,933-37,070 events/s against 34,975-36,203 without.
 
-    A server killed with SIGKILL cannot stop its workers, and they would wait for work
-    forever; each checks twice a second that its parent is still the server. Ctrl-C and
+    A server killed with SIGKILL cannot stop its workers. A worker waiting for work reads
+    the end of its pipe and returns (:func:`_work`); as a second guard, each also checks
+    twice a second that its parent is still the server. Ctrl-C and
     SIGTERM sent to the whole process group are the server's to handle: it finishes the
     requests in flight, which needs its workers, then stops them.
     """
