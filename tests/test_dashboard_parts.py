@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from seamline.events import EventRows
+from seamline.events.timestamps import to_micros
 from seamline.web.access import safe_next
 from seamline.web.charts import journey_sankey, split_loops
 from seamline.web.formatting import duration
@@ -36,7 +37,7 @@ def test_next_is_never_another_host() -> None:
 
 
 def _rows(count: int) -> EventRows:
-    rows, when = EventRows(), datetime(2026, 1, 1)
+    rows, when = EventRows(), to_micros(datetime(2026, 1, 1))  # rows carry microseconds
     for i in range(count):
         rows.append({"message_id": f"m{i}", "source_id": "src_1", "type": "track",
                      "event": f"E{i}", "channel": "mobile", "user_id": "u",

@@ -9,6 +9,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from seamline.events import EventRows
+from seamline.events.timestamps import to_micros
 from seamline.identity import IdentityRules, Stitcher, normalise
 from seamline.identity.service import IdentityService
 
@@ -175,7 +176,7 @@ def test_a_group_stitched_at_once_matches_event_by_event(
         service.stitcher.take_changes()
     rows = EventRows()
     for minute, fields in enumerate(group, start=len(history)):
-        rows.append({**fields, "timestamp": T0 + timedelta(minutes=minute),
+        rows.append({**fields, "timestamp": to_micros(T0 + timedelta(minutes=minute)),
                      "message_id": f"m{minute}", "source_id": "s"})  # fmt: skip
     assert at_once.assign(rows) == []
     expected = [event(one_by_one.stitcher, minute, **fields)

@@ -25,13 +25,15 @@ JSON_COLUMNS: tuple[str, ...] = ("properties", "traits", "context", "integration
 #: their normalised form before the append, which is what the store keeps (NULL when
 #: absent, invalid or blocked; see :mod:`seamline.store.contacts`).
 CONTACT_COLUMNS: tuple[str, ...] = ("contact_email", "contact_phone")
+#: The times; normalised rows carry them as integer microseconds since the epoch (naive
+#: UTC, :func:`seamline.events.timestamps.to_micros`), the store as ``TIMESTAMP``.
+TIME_COLUMNS: tuple[str, ...] = ("timestamp", "original_timestamp", "sent_at", "received_at")
 #: Row tuples of the normaliser are in this order (the stored columns).
 ROW_COLUMNS = EVENT_COLUMNS
 
 _TS = pa.timestamp("us")
 _ARROW_TYPES: dict[str, pa.DataType] = {
-    "timestamp": _TS, "original_timestamp": _TS, "sent_at": _TS, "received_at": _TS,
-    "skew_flag": pa.bool_(), "retry_count": pa.int32(),
-}  # fmt: skip
+    **dict.fromkeys(TIME_COLUMNS, _TS), "skew_flag": pa.bool_(), "retry_count": pa.int32(),
+}
 #: The stored columns as Arrow (naive UTC timestamps), the shape the store appends.
 EVENTS_SCHEMA = pa.schema([(name, _ARROW_TYPES.get(name, pa.string())) for name in EVENT_COLUMNS])

@@ -12,6 +12,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 
 import msgspec
@@ -20,7 +21,7 @@ import pyarrow as pa
 from seamline.events.columns import EVENT_COLUMNS, EVENTS_SCHEMA, ROW_COLUMNS
 from seamline.events.fast import EVENT_TYPES, MAX_MESSAGE_ID, fast_row, identifier
 from seamline.events.fast import text as _text
-from seamline.events.timestamps import InvalidTimestamp, event_times
+from seamline.events.timestamps import InvalidTimestamp, event_times, from_micros, to_micros
 
 _json_encode = msgspec.json.Encoder().encode
 
@@ -39,6 +40,11 @@ class IngestContext:
     retry_count: int = 0
     skew_flag_seconds: int = 600
 
+    @cached_property
+    def received_micros(self) -> int:
+        """``received_at`` as the rows carry it (microseconds since the epoch)."""
+        return to_micros(self.received_at)
+
 
 @dataclass
 class FailedEvent:
@@ -53,7 +59,11 @@ class FailedEvent:
 
 @dataclass
 class EventRows:
-    """Column-oriented accumulator: one list per column, cheap to turn into Arrow."""
+    """Column-oriented accumulator: one list per column, cheap to turn into Arrow.
+
+    The times (:data:`~seamline.events.columns.TIME_COLUMNS`) are integer microseconds
+    since the epoch, naive UTC; :meth:`moment` reads one as a ``datetime``.
+    """
 
     columns: dict[str, list[Any]] = field(
         default_factory=lambda: {name: [] for name in ROW_COLUMNS}
@@ -81,6 +91,11 @@ class EventRows:
     def extend(self, other: EventRows) -> None:
         for name, values in self.columns.items():
             values.extend(other.columns[name])
+
+    def moment(self, name: str, index: int) -> datetime | None:
+        """The time column ``name`` of row ``index`` as a naive UTC ``datetime``."""
+        micros = self.columns[name][index]
+        return None if micros is None else from_micros(micros)
 
     def keys(self) -> list[tuple[str, str]]:
         return list(zip(self.columns["source_id"], self.columns["message_id"], strict=True))

@@ -16,6 +16,7 @@ import duckdb
 
 from seamline.errors import NotFound
 from seamline.events import EventRows
+from seamline.events.timestamps import from_micros
 from seamline.identity.identifiers import ID_TYPES, IdentityRules, normalise
 from seamline.identity.stitcher import Key, Stitcher
 from seamline.store import identity as tables
@@ -158,7 +159,8 @@ class IdentityService:
                 dropped.append(index)
                 continue
             size, moves = len(changes), changes.moves
-            person = persons[index] = resolve(keys, timestamps[index], message_ids[index])
+            person = persons[index] = resolve(keys, from_micros(timestamps[index]),
+                                              message_ids[index])  # fmt: skip
             if changes.moves != moves:
                 known.clear()
             elif person is not None and plain and len(changes) == size:

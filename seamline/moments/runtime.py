@@ -290,6 +290,8 @@ class TriggerHook:
         raw: dict[int, dict[str, Any]] = {}
         for i in picked:
             values = {name: column[i] for name, column in used}
+            values["timestamp"] = rows.moment("timestamp", i)
+            values["received_at"] = rows.moment("received_at", i)
             person = canon[persons_col[i]]
             event = snapshot(values, sources.get(sources_col[i]), person, roots)
             raw[id(event)] = values

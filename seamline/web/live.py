@@ -15,17 +15,18 @@ import threading
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from seamline.events import EventRows
+from seamline.events.timestamps import from_micros
 from seamline.web.charts import colour
 
 Batch = list[dict[str, Any]]
 
 
-def _iso(value: Any) -> str | None:
-    return value.isoformat() if isinstance(value, datetime) else None
+def _iso(micros: int | None) -> str | None:
+    """A row's time (microseconds since the epoch) as ISO-8601 text."""
+    return None if micros is None else from_micros(micros).isoformat()
 
 
 @dataclass
