@@ -121,6 +121,7 @@ _event_decoder = msgspec.json.Decoder(_Event)
 _context_decoder = msgspec.json.Decoder(_Context)
 _contact_decoder = msgspec.json.Decoder(_Contact)
 _EMPTY_SECTION = _Section()
+_NO_CONTACT = _Contact()  # read only
 
 
 class _ContextColumns(NamedTuple):
@@ -130,8 +131,9 @@ class _ContextColumns(NamedTuple):
     ignore_sent_at: bool
     email: Any  # context.traits' email and phone, before an identify's own traits
     phone: Any
-    ip: str | None
-    columns: tuple[str | None, ...]  # channel, unit, then os_name ... user_agent (no ip)
+    channel: str | None
+    unit: str | None
+    described: tuple[str | None, ...]  # os_name ... user_agent, as in ROW_COLUMNS (with ip)
 
 
 #: Context texts already decoded (with the request's ip filling): the events of one device
@@ -169,6 +171,8 @@ class _Unusual(Exception):
 
 def _object_text(raw: msgspec.Raw | bytes) -> str | None:
     """The JSON text of an object field; None when absent or null."""
+    if raw is _NONE:  # absent: the decoder left the default in place
+        return None
     data = bytes(raw)
     if not data or data == b"null":
         return None
@@ -182,6 +186,11 @@ def _is_empty(data: str) -> bool:
 
 
 def _id(value: _Scalar, key: str) -> str | None:
+    if value is None:
+        return None
+    if (type(value) is str and value and len(value) <= MAX_ID_LENGTH
+            and not value[0].isspace() and not value[-1].isspace()):  # fmt: skip
+        return value  # what identifier() gives an id as SDKs send it, without the checks
     try:
         return identifier(value, key)
     except ValueError:
@@ -251,17 +260,16 @@ def _row(raw: bytes, ctx: IngestContext, forced_type: str | None,
         ignore_sent_at=context.ignore_sent_at,
     )
 
-    own = _contact_decoder.decode(traits) if kind == "identify" and traits else _Contact()
+    own = _contact_decoder.decode(traits) if kind == "identify" and traits else _NO_CONTACT
     email = own.email if own.email is not None else context.email
     phone = own.phone if own.phone is not None else context.phone
-    channel, unit, *described = context.columns
     # the order of ROW_COLUMNS (seamline.events.columns)
     return (
         message_id, ctx.source_id, kind, event_name, name, text(event.category),
         user_id, anonymous_id, group_id, previous_id, None,
-        channel or ctx.channel, unit or ctx.unit,
+        context.channel or ctx.channel, context.unit or ctx.unit,
         timestamp, original, sent_at, received,
-        *described[:12], context.ip, described[12],
+        *context.described,
         properties, traits, context.text, integrations, metadata,
         skew_flag, ctx.retry_count,
         email, phone,
@@ -282,15 +290,15 @@ def _context_columns(raw: bytes, ctx: IngestContext) -> _ContextColumns:
             quoted = _encode(ip).decode()
             context_text = (f'{{"ip":{quoted},{context_text.lstrip()[1:]}' if context_text
                             else f'{{"ip":{quoted}}}')  # fmt: skip
-    shared = context.traits or _Contact()
+    shared = context.traits or _NO_CONTACT
     os, app = context.os or _EMPTY_SECTION, context.app or _EMPTY_SECTION
     device, library = context.device or _EMPTY_SECTION, context.library or _EMPTY_SECTION
-    columns = (
-        text(context.channel), text(context.unit),
+    described = (
         text(os.name), text(os.version), text(app.name), text(app.version), text(app.build),
         text(device.id), text(device.type), text(device.model),
         text(library.name), text(library.version),
-        text(context.locale), text(context.timezone), text(context.userAgent),
+        text(context.locale), text(context.timezone), text(ip), text(context.userAgent),
     )  # fmt: skip
     return _ContextColumns(context_text, context.ignoreSentAt is True, shared.email,
-                           shared.phone, text(ip), columns)  # fmt: skip
+                           shared.phone, text(context.channel), text(context.unit),
+                           described)  # fmt: skip

@@ -10,7 +10,6 @@ of ingest). :func:`from_micros` gives the ``datetime`` back where one is wanted.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from functools import lru_cache
 from typing import Any, Protocol
 
 
@@ -83,22 +82,41 @@ def parse_timestamp(value: Any, field: str) -> datetime | None:
 
 def parse_micros(value: Any, field: str) -> int | None:
     """:func:`parse_timestamp` as microseconds since the epoch."""
-    if isinstance(value, str):
-        micros = _utc_micros(value)
-        if micros is not None:
-            return micros
-    parsed = parse_timestamp(value, field)
-    return None if parsed is None else to_micros(parsed)
-
-
-@lru_cache(maxsize=1024)  # a batch's sentAt repeats on every event
-def _utc_micros(value: str) -> int | None:
-    """What SDKs send (:func:`_utc_text`) as microseconds, else None (the general parse)."""
-    parsed = _utc_text(value)
-    if parsed is None:
+    if value is None:
         return None
-    micros = (parsed - EPOCH) // _MICROSECOND
-    return micros if _EARLIEST_US <= micros < _LATEST_US else None
+    if type(value) is str and len(value) in _SDK_LENGTHS and value[10] == "T" and value[-1] == "Z":
+        # what SDKs send: UTC with a Z, seconds or milli/microseconds (inlined: once per event)
+        try:
+            parsed = _fromisoformat(value[:-1])
+        except ValueError:
+            parsed = None
+        if parsed is not None and parsed.tzinfo is None:
+            micros = (parsed - EPOCH) // _MICROSECOND
+            if _EARLIEST_US <= micros < _LATEST_US:
+                return micros
+    moment = parse_timestamp(value, field)
+    return None if moment is None else to_micros(moment)
+
+
+def _batch_micros(value: Any, field: str) -> int | None:
+    """:func:`parse_micros` for a value every event of a batch repeats (its ``sentAt``)."""
+    if type(value) is not str:
+        return parse_micros(value, field)
+    micros = _MICROS.get(value)
+    if micros is None:
+        micros = parse_micros(value, field)
+        if micros is not None:
+            if len(_MICROS) >= _MICROS_MAX:
+                _MICROS.clear()
+            _MICROS[value] = micros
+    return micros
+
+
+_SDK_LENGTHS = frozenset((20, 24, 27))
+_fromisoformat = datetime.fromisoformat
+#: batch ``sentAt`` texts already parsed; cleared when full
+_MICROS: dict[str, int] = {}
+_MICROS_MAX = 1024
 
 
 def _utc_text(value: str) -> datetime | None:
@@ -161,7 +179,8 @@ def event_times(
         stamp = stamp or first or received
         return stamp, first or stamp, sent, received, False
     first = parse_micros(original, "originalTimestamp") or parse_micros(timestamp, "timestamp")
-    sent = parse_micros(own_sent_at if own_sent_at else batch_sent_at, "sentAt")
+    sent = (parse_micros(own_sent_at, "sentAt") if own_sent_at
+            else _batch_micros(batch_sent_at, "sentAt"))  # fmt: skip
     received = ctx.received_micros
     if first is None:
         stamp = received
