@@ -403,6 +403,35 @@ def test_retries_until_the_receiver_is_back_honours_retry_after_and_replays_dead
         slow.stop()
 
 
+def test_idle_scheduler_and_outbox_back_off_yet_are_woken_at_once(
+    moments_server: Server, receiver: Receiver, tmp_path: Path
+) -> None:
+    """With nothing to do, the scheduler and the outbox look at the store less and less
+    often (up to IDLE_POLL_MAX, 2 s, here 40 times the 50 ms poll); whatever creates work
+    still wakes them, so an idle server acts as fast as a busy one."""
+    from seamline.moments.runtime import IDLE_POLL_MAX
+
+    server = moments_server
+    key = server.add_source("app", "mobile")
+    add_rule(server, tmp_path, {"name": "now", "trigger": {"event": "Now"},
+                                "actions": [hook(receiver, "/now")]})  # fmt: skip
+    add_rule(server, tmp_path, {"name": "later", "trigger": {"event": "Later"},
+                                "unless": {"event": "Never", "within": "1s"},
+                                "actions": [hook(receiver, "/later")]})  # fmt: skip
+    time.sleep(2 * IDLE_POLL_MAX + 0.5)  # both loops are at their longest sleep by now
+    sent = time.monotonic()
+    send(server, key, track("Now", userId="idle-1"), track("Later", userId="idle-1"))
+    assert receiver.wait_for("/now", 1, timeout=10)
+    now_after = time.monotonic() - sent
+    assert receiver.wait_for("/later", 1, timeout=10)
+    later_after = time.monotonic() - sent
+    # the trigger hook wakes the outbox: far sooner than a 2 s sleep would allow
+    assert now_after < 1.0, now_after
+    # the timer is due 5 s after the event (the 1 s window + the 4 s grace): later than the
+    # longest sleep, so the scheduler's next look finds it, and it fires on time
+    assert 4.8 <= later_after < 5.9, later_after
+
+
 def test_kill_9_between_decision_and_delivery_delivers_once_per_idempotency_key(
     moments_server: Server, receiver: Receiver, tmp_path: Path
 ) -> None:

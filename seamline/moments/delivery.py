@@ -43,6 +43,7 @@ from seamline.events.timestamps import utcnow
 from seamline.moments import apprise_guard, signing
 from seamline.moments.destinations import DestinationPolicy, DestinationRefused
 from seamline.moments.rules import GUARDED_APPRISE, Action, Rule, parse_rule
+from seamline.moments.runtime import idle_backoff
 from seamline.moments.webpush import send_webpush
 from seamline.store import Store, Writer
 from seamline.store import moments as tables
@@ -310,16 +311,25 @@ class DeliveryWorker:
 
     # -- dispatcher -------------------------------------------------------------------------
     def _dispatch(self) -> None:
+        idle = self._poll
         while not self._stopping.is_set():
-            wait = self._poll
+            # cleared before the read: a wake from now on is either seen by the read or
+            # ends the wait below, never lost
+            self._wake.clear()
+            wait: float | None = self._poll
             try:
                 wait = self._fill()
             except Exception:  # keep dispatching after a failed read
                 log.exception("reading the moments outbox failed")
+            if wait is None:  # nothing pending at all: whatever queues a delivery wakes us
+                wait, idle = idle, idle_backoff(idle, self._poll)
+            else:
+                idle = self._poll
             self._wake.wait(wait)
-            self._wake.clear()
 
-    def _fill(self) -> float:
+    def _fill(self) -> float | None:
+        """Hand the ready deliveries to the senders; returns how long to sleep, or None
+        when no delivery is pending at all."""
         now = utcnow()
         with self._lock:
             self._released_during_read.clear()
@@ -335,7 +345,7 @@ class DeliveryWorker:
             self._queue.put(row)
         if upcoming is not None and upcoming > now:
             return min(self._poll, max(0.05, (upcoming - now).total_seconds()))
-        return self._poll
+        return None if not rows and upcoming is None else self._poll
 
     # -- senders -------------------------------------------------------------------------------
     def _send_loop(self) -> None:

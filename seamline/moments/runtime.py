@@ -45,6 +45,22 @@ EXTRA_FIELDS = ("user_id", "anonymous_id", "os_name", "os_version", "app_name", 
                 "device_type", "device_model", "locale", "timezone", "received_at")  # fmt: skip
 
 
+#: the longest an idle scheduler or outbox sleeps between looks at the store
+IDLE_POLL_MAX = 2.0  # seconds
+
+
+def idle_backoff(wait: float, poll: float) -> float:
+    """The next sleep of a loop that found nothing at all to do: twice the last, up to
+    ``IDLE_POLL_MAX`` (or ``poll``, if that is longer).
+
+    Whatever creates work wakes the loop: the trigger hook (a delivery decided at once, an
+    instance due within ``IDLE_POLL_MAX``: a later one is seen by the next look), a fired
+    timer, a replay. During heavy ingest every look is a read that competes with the
+    writer for the GIL and the cores. Any work found starts over at ``poll``.
+    """
+    return min(wait * 2, max(IDLE_POLL_MAX, poll))
+
+
 @dataclass(frozen=True)
 class StoredRule:
     rule_id: str
@@ -439,7 +455,10 @@ class TriggerHook:
             self._fire_at_once(con, [item[0] for item in new
                                      if item[10] == "waiting" and item[9] <= now])  # fmt: skip
             new = [item for item in new if item[9] > now]
-        if any(item[10] == "waiting" and item[9] <= now + timedelta(seconds=1) for item in new):
+        # the scheduler may sleep up to IDLE_POLL_MAX when idle: wake it for anything due
+        # before its next look
+        soon = now + timedelta(seconds=IDLE_POLL_MAX)
+        if any(item[10] == "waiting" and item[9] <= soon for item in new):
             self.due_soon = True
 
     def _fire_at_once(self, con: tables.Connection, instance_ids: list[str]) -> None:

@@ -24,7 +24,7 @@ from seamline.moments import templates
 from seamline.moments.decisions import quiet_until, render_action, template_context, zone
 from seamline.moments.ids import new_id
 from seamline.moments.places import Consent
-from seamline.moments.runtime import RuleSet, TriggerHook, consent_given
+from seamline.moments.runtime import RuleSet, TriggerHook, consent_given, idle_backoff
 from seamline.store import Store, Writer
 from seamline.store import moments as tables
 from seamline.store import places as place_tables
@@ -227,8 +227,10 @@ class Scheduler:
             return tables.next_fire_at(cur)
 
     def _run(self) -> None:
+        idle = self._poll
         while not self._stopping.is_set():
-            wait = self._poll
+            self._wake.clear()  # before the read: a wake from now on ends the wait below
+            wait: float | None = self._poll
             try:
                 wait = self._tick()
             except Overloaded:  # the writer is stopping or the store is failing: back off
@@ -236,20 +238,23 @@ class Scheduler:
             except Exception:  # the scheduler must outlive one bad tick
                 log.exception("the moments scheduler failed; retrying")
                 wait = max(self._poll, 1.0)
+            if wait is None:  # no instance waits: the trigger hook wakes us when one starts
+                wait, idle = idle, idle_backoff(idle, self._poll)
+            else:
+                idle = self._poll
             self._wake.wait(wait)
-            self._wake.clear()
 
     def _fire(self, con: tables.Connection) -> FireReport:
         return fire_due(con, self._hook.rules, utcnow(), self._default_zone,
                         consent=self._hook.consent)  # fmt: skip
 
-    def _tick(self) -> float:
-        """Fire what is due; returns how long to sleep."""
+    def _tick(self) -> float | None:
+        """Fire what is due; returns how long to sleep, or None when no instance waits."""
         while not self._stopping.is_set():
             next_due = self._next_due()
             now = utcnow()
             if next_due is None:
-                return self._poll
+                return None
             if next_due > now:
                 # timers a little apart fire together: each tick is a writer transaction
                 return min(self._poll, max(TIMER_SLACK, (next_due - now).total_seconds()))
