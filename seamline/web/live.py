@@ -63,8 +63,9 @@ class Broadcaster:
         total = len(rows)
         if not total:
             return
-        batch = [self._summary(rows.columns, i) for i in range(max(0, total - self.per_commit),
-                                                               total)]  # fmt: skip
+        # with nobody watching, only what the recent list keeps (a viewer joining gets it)
+        keep = self.per_commit if self._viewers else min(self.per_commit, self.recent_events)
+        batch = [self._summary(rows.columns, i) for i in range(max(0, total - keep), total)]
         if total > len(batch):
             batch[0]["skipped"] = total - len(batch)
         with self._lock:
