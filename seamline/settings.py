@@ -83,7 +83,7 @@ SETTINGS: tuple[Setting, ...] = (
         "CIDR ranges moments may send to although private or loopback (metadata never).",
     ),
     Setting("moments_grace_seconds", 30, "Extra wait after an unless window for late events."),
-    Setting("moments_poll_ms", 250, "How often the moments scheduler and outbox look for work."),
+    Setting("moments_poll_ms", 250, "How often the moments scheduler and outbox look for work (idle: up to every 2 s)."),
     Setting("moments_retry_base_ms", 5000, "First retry delay of a failed delivery (x4 each)."),
     Setting("moments_max_attempts", 12, "Attempts before a delivery is dead-lettered (failed)."),
     Setting("moments_delivery_timeout_seconds", 15, "Timeout of one webhook attempt."),
