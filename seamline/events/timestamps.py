@@ -10,7 +10,7 @@ of ingest). :func:`from_micros` gives the ``datetime`` back where one is wanted.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 
 class InvalidTimestamp(ValueError):
@@ -131,9 +131,12 @@ def _utc_text(value: str) -> datetime | None:
     return parsed if parsed.tzinfo is None else None
 
 
+Moment = TypeVar("Moment", datetime, int)  # a datetime, or microseconds since the epoch
+
+
 def corrected_timestamp(
-    original: datetime | None, sent_at: datetime | None, received_at: datetime
-) -> datetime:
+    original: Moment | None, sent_at: Moment | None, received_at: Moment
+) -> Moment:
     """Segment's correction: the event happened ``sent_at - original`` before arrival."""
     if original is None:
         return received_at
@@ -169,7 +172,8 @@ def event_times(
     times as microseconds since the epoch (:func:`to_micros`).
 
     Imports (``keep_timestamps``) keep what the file says; live events are corrected for
-    the device clock. Raises :class:`InvalidTimestamp` naming the field.
+    the device clock. Raises :class:`InvalidTimestamp` naming the field. (Each ``or``
+    below takes a parsed time as present: none is 0, only the years 2000-2199 are valid.)
     """
     if ctx.keep_timestamps:
         stamp = parse_micros(timestamp, "timestamp")
@@ -182,12 +186,7 @@ def event_times(
     sent = (parse_micros(own_sent_at, "sentAt") if own_sent_at
             else _batch_micros(batch_sent_at, "sentAt"))  # fmt: skip
     received = ctx.received_micros
-    if first is None:
-        stamp = received
-    elif ignore_sent_at or sent is None:
-        stamp = first
-    else:  # corrected_timestamp, in microseconds
-        stamp = received - (sent - first)
+    stamp = (first or received) if ignore_sent_at else corrected_timestamp(first, sent, received)
     skew = sent is not None and (
         ctx.retry_count > 0 or received - sent > ctx.skew_flag_seconds * 1_000_000
     )
