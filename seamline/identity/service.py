@@ -18,7 +18,7 @@ from seamline.errors import NotFound
 from seamline.events import EventRows
 from seamline.events.timestamps import from_micros
 from seamline.identity.identifiers import ID_TYPES, IdentityRules, normalise
-from seamline.identity.stitcher import Key, Stitcher
+from seamline.identity.stitcher import Changes, Key, Stitcher
 from seamline.store import identity as tables
 
 
@@ -95,23 +95,32 @@ class IdentityService:
 
     def stitch(self, con: duckdb.DuckDBPyConnection, rows: EventRows
                ) -> tuple[EventRows, set[tuple[str, str]]]:  # fmt: skip
-        """Assign ``person_id`` to every row; returns the kept rows and the suppressed keys.
+        """Assign ``person_id`` to every row and write the graph's changes; returns the
+        kept rows and the suppressed keys (:meth:`prepare`, then the changes persisted)."""
+        kept, suppressed, changes = self.prepare(rows)
+        tables.persist(con, changes)
+        return kept, suppressed
+
+    def prepare(self, rows: EventRows
+                ) -> tuple[EventRows, set[tuple[str, str]], Changes]:  # fmt: skip
+        """:meth:`stitch` in memory: the kept rows, the suppressed keys and the graph's
+        changes, which the caller persists in the rows' transaction.
 
         Also replaces the rows' raw ``contact_email`` / ``contact_phone`` by the normalised
         identifiers (what the store keeps, see :mod:`seamline.store.contacts`).
         """
         columns = rows.columns
         dropped = self.assign(rows)
-        tables.persist(con, self.stitcher.take_changes())
+        changes = self.stitcher.take_changes()
         if not dropped:
-            return rows, set()
+            return rows, set(), changes
         message_ids = columns["message_id"]
         suppressed = {(columns["source_id"][i], message_ids[i]) for i in dropped}
         gone = set(dropped)
         kept = EventRows()
         for name, column in columns.items():
             kept.columns[name] = [v for i, v in enumerate(column) if i not in gone]
-        return kept, suppressed
+        return kept, suppressed, changes
 
     def assign(self, rows: EventRows) -> list[int]:
         """Fill ``person_id`` (and the normalised contacts) in place, in memory; returns the

@@ -361,6 +361,11 @@ class Store:
 
     # -- events ------------------------------------------------------------------
     @staticmethod
+    def stage_events(rows: EventRows) -> pa.Table:
+        """The rows as :meth:`append_events` inserts them (no database needed)."""
+        return _json_typed(rows.to_arrow())
+
+    @staticmethod
     def append_events(
         con: duckdb.DuckDBPyConnection,
         rows: EventRows,
@@ -368,18 +373,20 @@ class Store:
         counters: dict[str, int],
         *,
         all_new: bool = False,
+        staged: pa.Table | None = None,
     ) -> StoredKeys:
         """Append rows, skipping (source, messageId) already stored; returns the keys stored.
 
         Runs inside the caller's transaction (the writer's group commit). ``all_new`` says
         no row is stored yet: a plain insert then stores them all, and raises
-        ``duckdb.ConstraintException`` (aborting the transaction) if one was.
+        ``duckdb.ConstraintException`` (aborting the transaction) if one was. ``staged``
+        is the rows as :meth:`stage_events` gives them, if already built.
         """
         stored = StoredKeys.every_row(0)
         if len(rows):
             # the statements read this local through DuckDB's replacement scan: about 1 ms a
             # statement less than register() + unregister(), which change the catalog
-            _staged = _json_typed(rows.to_arrow())
+            _staged = staged if staged is not None else Store.stage_events(rows)
             if all_new:
                 con.execute(_INSERT_EVENTS_PLAIN)
                 returned = None

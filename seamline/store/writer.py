@@ -28,10 +28,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import duckdb
+import numpy as np
+import pyarrow as pa
 
 from seamline.errors import Overloaded, SeamlineError, StoreUnavailable
 from seamline.events import EventRows, FailedEvent
 from seamline.identity import service as identity_service  # a module: it imports the store
+from seamline.identity.stitcher import Changes
+from seamline.store import identity as identity_tables
 from seamline.store.database import Store, is_fatal
 from seamline.store.keyindex import fingerprints, from_digests, load_index
 from seamline.store.stored import StoredKeys
@@ -77,6 +81,25 @@ class _Call:
     future: Future[Any] = field(default_factory=Future)
     size: int = 1
     changes_data: bool = True
+
+
+@dataclass
+class _Prepared:
+    """A group made ready for the database (:meth:`Writer._prepare`)."""
+
+    jobs: list[_Append]
+    rows: EventRows
+    failed: list[FailedEvent]
+    counters: dict[str, int]
+    owned: list[list[tuple[str, str]]]  # each job's keys
+    unique: bool  # no key twice in the group
+    suppressed: set[tuple[str, str]]
+    changes: Changes  # the identity graph's, persisted in the group's transaction
+    fps: np.ndarray  # the rows' key fingerprints
+    all_new: bool  # no key stored yet, as far as the index knows: a plain insert
+    careful: bool
+    staged: pa.Table | None
+    stored: StoredKeys = field(default_factory=lambda: StoredKeys.every_row(0))
 
 
 def _owned_counts(owned: list[list[tuple[str, str]]], stored: set[tuple[str, str]],
@@ -358,6 +381,22 @@ class Writer:
     def _commit(self, jobs: list[_Append], *, careful: bool = False) -> None:
         """Append and commit one group; ``careful`` sends it down DuckDB's conflict path
         whatever the stored-key index says."""
+        prepared = self._prepare(jobs, careful=careful)
+        if not self._write(prepared):
+            return
+        try:
+            self._con.execute("COMMIT")
+        except BaseException as exc:
+            self._rollback(exc)
+            raise
+        self.profile.mark("commit")
+        self._finish(prepared)
+
+    def _prepare(self, jobs: list[_Append], *, careful: bool = False,
+                 committing: np.ndarray | None = None) -> _Prepared:  # fmt: skip
+        """A group's work that needs no database: merge, stitch in memory, key lookup and
+        the Arrow table. ``committing`` are the keys of a group whose COMMIT is running
+        (not in the stored-key index yet)."""
         profile = self.profile
         profile.start()
         rows = EventRows()
@@ -380,47 +419,68 @@ class Writer:
             failed.extend(job.failed)
             for name, value in job.counters.items():
                 counters[name] = counters.get(name, 0) + value
-        con = self._con
         profile.mark("merge")
-        all_new = False  # until the stored-key index says so (a failure before is no miss)
-        con.execute("BEGIN")
+        rows, suppressed, changes = self.identity.prepare(rows)
+        if suppressed:
+            counters["dropped_suppressed"] = counters.get("dropped_suppressed", 0) + len(
+                suppressed
+            )
+        profile.mark("stitch")
+        if unique and not suppressed and all(job.digests is not None or not len(job.rows)
+                                             for job in jobs):  # fmt: skip
+            # the rows are the jobs' rows, in order: their fingerprints are known
+            fps = from_digests(b"".join(job.digests or b"" for job in jobs))
+        else:
+            fps = fingerprints(rows.columns["source_id"], rows.columns["message_id"])
+        all_new = not careful and not self.stored_keys.any_stored(fps) and (
+            committing is None or not np.isin(fps, committing).any())
+        staged = Store.stage_events(rows) if len(rows) else None
+        profile.mark("append")
+        return _Prepared(jobs, rows, failed, counters, owned, unique, suppressed, changes,
+                         fps, all_new, careful, staged)  # fmt: skip
+
+    def _write(self, prepared: _Prepared) -> bool:
+        """BEGIN and everything up to COMMIT. False when the group was committed another
+        way already (a stored key the index missed: again through the conflict path)."""
+        profile = self.profile
+        con = self._con
+        rows = prepared.rows
+        plain_insert = False  # a constraint error before the insert is no index miss
         try:
-            rows, suppressed = self.identity.stitch(con, rows)
-            if suppressed:
-                counters["dropped_suppressed"] = counters.get("dropped_suppressed", 0) + len(
-                    suppressed
-                )
+            con.execute("BEGIN")
+            identity_tables.persist(con, prepared.changes)
             profile.mark("stitch")
-            if unique and not suppressed and all(job.digests is not None or not len(job.rows)
-                                                 for job in jobs):  # fmt: skip
-                # the rows are the jobs' rows, in order: their fingerprints are known
-                fps = from_digests(b"".join(job.digests or b"" for job in jobs))
-            else:
-                fps = fingerprints(rows.columns["source_id"], rows.columns["message_id"])
-            all_new = not careful and not self.stored_keys.any_stored(fps)
-            profile.conflict_path += not all_new
-            stored = Store.append_events(con, rows, failed, counters, all_new=all_new)
+            profile.conflict_path += not prepared.all_new
+            plain_insert = prepared.all_new
+            prepared.stored = Store.append_events(
+                con, rows, prepared.failed, prepared.counters, all_new=prepared.all_new,
+                staged=prepared.staged)  # fmt: skip
+            plain_insert = False
             profile.mark("append")
             for hook in self._hooks:
-                hook(con, rows, stored)
+                hook(con, rows, prepared.stored)
             profile.mark("hooks")
-            con.execute("COMMIT")
-            profile.mark("commit")
         except duckdb.ConstraintException as exc:
             self._rollback(exc)
-            if careful or not all_new:
+            if not plain_insert:
                 raise
             # a stored key the index did not know (stored by another path): the plain insert
             # refused the whole group, so commit it again the careful way
             log.warning("a group met a stored event the key index did not know; committing "
                         "it again through the conflict path: %s", exc)  # fmt: skip
             profile.index_misses += 1
-            self._commit(jobs, careful=True)
-            return
+            self._commit(prepared.jobs, careful=True)
+            return False
         except BaseException as exc:
             self._rollback(exc)
             raise
-        self.stored_keys.add(fps)
+        return True
+
+    def _finish(self, prepared: _Prepared) -> None:
+        """After COMMIT: the index, the listeners, and every request's answer."""
+        profile = self.profile
+        rows, stored, owned = prepared.rows, prepared.stored, prepared.owned
+        self.stored_keys.add(prepared.fps)
         self.commits += 1
         self.data_version += 1
         for listener in self._listeners:
@@ -428,12 +488,12 @@ class Writer:
                 listener(rows)
             except Exception:  # a listener must never break ingest
                 log.exception("a commit listener failed")
-        if stored.every and unique and not suppressed:  # the common case: no per-key work
+        if stored.every and prepared.unique and not prepared.suppressed:  # no per-key work
             counts = [(len(keys), 0) for keys in owned]
         else:
             counts = _owned_counts(owned, set(rows.keys()) if stored.every else stored.keys,
-                                   suppressed)  # fmt: skip
-        for job, keys, (mine, dropped) in zip(jobs, owned, counts, strict=True):
+                                   prepared.suppressed)  # fmt: skip
+        for job, keys, (mine, dropped) in zip(prepared.jobs, owned, counts, strict=True):
             reasons: dict[str, int] = {}
             for failure in job.failed:
                 reasons[failure.reason] = reasons.get(failure.reason, 0) + 1
@@ -442,7 +502,7 @@ class Writer:
             )
         profile.mark("answer")
         profile.groups += 1
-        profile.events += len(rows) + len(failed)
+        profile.events += len(rows) + len(prepared.failed)
 
     def _rollback(self, exc: BaseException | None = None) -> None:
         """Undo the open transaction and the identity graph's in-memory changes with it."""
