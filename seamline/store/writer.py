@@ -23,7 +23,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -100,6 +100,16 @@ class _Prepared:
     careful: bool
     staged: pa.Table | None
     stored: StoredKeys = field(default_factory=lambda: StoredKeys.every_row(0))
+
+
+@dataclass
+class _Inflight:
+    """A group written and committing on the commit thread."""
+
+    prepared: _Prepared
+    commit: Future[None]
+    started: float
+    reload: bool = False  # the next group's look-ahead failed: reload the identity graph
 
 
 def _owned_counts(owned: list[list[tuple[str, str]]], stored: set[tuple[str, str]],
@@ -188,6 +198,10 @@ class Writer:
         self._cond = threading.Condition()
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="seamline-writer", daemon=True)
+        # runs each group's COMMIT while this thread prepares the next group (no statement
+        # of the writer's runs meanwhile: the connection is the commit's until it returns)
+        self._committer = ThreadPoolExecutor(1, thread_name_prefix="seamline-commit")
+        self._landed = 0.0  # when the last group's requests were answered
         self.queue_max_events = queue_max_events
         self.group_commit_events = group_commit_events
         self.group_commit_wait = group_commit_wait_ms / 1000
@@ -286,6 +300,7 @@ class Writer:
             self._cond.notify_all()
         if self._thread.is_alive():
             self._thread.join(timeout)
+        self._committer.shutdown()
         self._con.close()
 
     # -- internals ----------------------------------------------------------------
@@ -307,11 +322,15 @@ class Writer:
             self._queued_events += job.size
             self._cond.notify()
 
-    def _take(self) -> list[_Append | _Call] | None:
+    def _take(self, wait: bool = True) -> list[_Append | _Call] | None:
+        """The next group ([] when there is none and ``wait`` is False, or to reopen an
+        invalidated database); None once stopping with nothing queued."""
         with self._cond:
             while not self._queue:
                 if self._stopping:
                     return None
+                if not wait:
+                    return []
                 if self._broken is not None:  # idle but invalidated: reopen when due,
                     self._cond.wait(max(0.05, self._next_reopen - time.monotonic()))
                     return []  # so reads recover even with no write coming in
@@ -340,8 +359,22 @@ class Writer:
             return group
 
     def _run(self) -> None:
+        inflight: _Inflight | None = None  # a group whose COMMIT runs on the commit thread
         while True:
-            group = self._take()
+            group = self._take(wait=inflight is None)
+            prepared: _Prepared | None = None
+            if inflight is not None:
+                if group and isinstance(group[0], _Append) and self._broken is None:
+                    # the next group's in-memory work, while the COMMIT waits on the disk
+                    try:
+                        prepared = self._prepare([job for job in group
+                                                  if isinstance(job, _Append)],
+                                                 committing=inflight.prepared.fps)  # fmt: skip
+                    except Exception:  # noqa: BLE001 - done again below, the usual way
+                        prepared, inflight.reload = None, True
+                if not self._land(inflight) or inflight.reload:
+                    prepared = None  # stitched on a graph the failure (or reload) replaced
+                inflight = None
             if group is None:
                 return
             if not group:
@@ -354,23 +387,55 @@ class Writer:
                 continue
             if isinstance(group[0], _Call):
                 self._run_call(group[0])
-            else:
-                appends = [job for job in group if isinstance(job, _Append)]
-                started = time.monotonic()
-                try:
-                    self._commit(appends)
-                    self._measure(sum(job.size for job in appends), time.monotonic() - started)
-                except Exception as exc:  # noqa: BLE001 - isolate the poisoned request
-                    if len(appends) == 1 or self._broken is not None:
-                        for job in appends:
-                            self._fail(job, exc)
-                    else:
-                        log.warning("group commit failed (%s); retrying requests one by one", exc)
-                        for job in appends:
-                            try:
-                                self._commit([job])
-                            except Exception as single_exc:  # noqa: BLE001
-                                self._fail(job, single_exc)
+                continue
+            appends = [job for job in group if isinstance(job, _Append)]
+            started = time.monotonic()
+            try:
+                if prepared is None:
+                    prepared = self._prepare(appends)
+                if self._write(prepared):
+                    inflight = _Inflight(prepared, self._committer.submit(self._commit_open),
+                                         started)  # fmt: skip
+            except Exception as exc:  # noqa: BLE001 - isolate the poisoned request
+                self._retry_alone(appends, exc)
+
+    def _commit_open(self) -> None:
+        """COMMIT the open transaction (on the commit thread)."""
+        self._con.execute("COMMIT")
+
+    def _land(self, inflight: _Inflight) -> bool:
+        """Wait for a group's COMMIT, then answer its requests; False if it failed."""
+        self.profile.start()
+        try:
+            inflight.commit.result()
+        except Exception as exc:  # noqa: BLE001 - the group's requests hear of it
+            self._rollback(exc)
+            self._retry_alone(inflight.prepared.jobs, exc)
+            return False
+        finally:
+            if inflight.reload and self._broken is None:  # a failed look-ahead stitch
+                self._rollback()
+        self.profile.mark("commit")
+        self._finish(inflight.prepared)
+        now = time.monotonic()
+        # groups overlap: the rate counts from the previous group's answers, not its start
+        self._measure(sum(job.size for job in inflight.prepared.jobs),
+                      now - max(inflight.started, self._landed))  # fmt: skip
+        self._landed = now
+        return True
+
+    def _retry_alone(self, appends: list[_Append], exc: BaseException) -> None:
+        """A group failed: each request alone, so one bad request fails only itself."""
+        if len(appends) == 1 or self._broken is not None:
+            for job in appends:
+                self._fail(job, exc)
+            return
+        log.warning("group commit failed (%s); retrying requests one by one", exc)
+        for job in appends:
+            try:
+                self._commit([job])
+            except Exception as single_exc:  # noqa: BLE001
+                self._fail(job, single_exc)
 
     def _measure(self, events: int, seconds: float) -> None:
         if events >= 100 and seconds > 0:  # tiny groups say more about latency than rate
@@ -381,7 +446,11 @@ class Writer:
     def _commit(self, jobs: list[_Append], *, careful: bool = False) -> None:
         """Append and commit one group; ``careful`` sends it down DuckDB's conflict path
         whatever the stored-key index says."""
-        prepared = self._prepare(jobs, careful=careful)
+        try:
+            prepared = self._prepare(jobs, careful=careful)
+        except BaseException as exc:
+            self._rollback(exc)  # the graph may hold half a group: reload it
+            raise
         if not self._write(prepared):
             return
         try:
