@@ -392,7 +392,7 @@ class Writer:
             started = time.monotonic()
             try:
                 if prepared is None:
-                    prepared = self._prepare(appends)
+                    prepared = self._prepare_or_reload(appends)
                 if self._write(prepared):
                     inflight = _Inflight(prepared, self._committer.submit(self._commit_open),
                                          started)  # fmt: skip
@@ -446,11 +446,7 @@ class Writer:
     def _commit(self, jobs: list[_Append], *, careful: bool = False) -> None:
         """Append and commit one group; ``careful`` sends it down DuckDB's conflict path
         whatever the stored-key index says."""
-        try:
-            prepared = self._prepare(jobs, careful=careful)
-        except BaseException as exc:
-            self._rollback(exc)  # the graph may hold half a group: reload it
-            raise
+        prepared = self._prepare_or_reload(jobs, careful=careful)
         if not self._write(prepared):
             return
         try:
@@ -460,6 +456,15 @@ class Writer:
             raise
         self.profile.mark("commit")
         self._finish(prepared)
+
+    def _prepare_or_reload(self, jobs: list[_Append], *, careful: bool = False) -> _Prepared:
+        """:meth:`_prepare`; if it fails, the identity graph may hold half a group: it is
+        reloaded before the error goes on."""
+        try:
+            return self._prepare(jobs, careful=careful)
+        except BaseException as exc:
+            self._rollback(exc)
+            raise
 
     def _prepare(self, jobs: list[_Append], *, careful: bool = False,
                  committing: np.ndarray | None = None) -> _Prepared:  # fmt: skip
