@@ -51,10 +51,10 @@ def _start_worker(server_pid: int, nice: int = 0) -> None:
     SIGTERM sent to the whole process group are the server's to handle: it finishes the
     requests in flight, which needs its workers, then stops them.
     """
-    import seamline.events.fast  # noqa: F401
-
-    if nice > 0:
+    if nice > 0:  # first: the imports below are the worker's heaviest start-up work
         os.nice(min(nice, 19))
+
+    import seamline.events.fast  # noqa: F401
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)

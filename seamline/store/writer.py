@@ -7,6 +7,14 @@ after DuckDB has fsynced its WAL. That is what makes a ``200`` mean "stored".
 The queue is bounded in events: when it is full, :meth:`Writer.submit` raises
 :class:`Overloaded` at once and the client gets a retryable 503.
 
+A group goes through three steps: *prepare* (merge the requests, stitch identities in
+memory, look the keys up, build the Arrow table; no database), *write* (BEGIN, the
+identity changes, the events, the transaction hooks) and COMMIT, then *finish* (the key
+index, the listeners, the answers). The COMMIT runs on a second thread while the writer
+prepares the next group from what is queued; nothing else uses the connection until the
+COMMIT has returned, and a group is written only after the one before has committed. If a
+COMMIT fails, the look-ahead's stitch is thrown away with the graph's reload.
+
 A failed commit (a full or read-only disk) answers 503 and changes nothing. DuckDB
 *invalidates* the database after a fatal error, such as an automatic checkpoint that
 hit a full disk; the writer then answers 503 at once and tries, at most every
