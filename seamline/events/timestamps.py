@@ -84,13 +84,9 @@ def parse_micros(value: Any, field: str) -> int | None:
     """:func:`parse_timestamp` as microseconds since the epoch."""
     if value is None:
         return None
-    if type(value) is str and len(value) in _SDK_LENGTHS and value[10] == "T" and value[-1] == "Z":
-        # what SDKs send: UTC with a Z, seconds or milli/microseconds (inlined: once per event)
-        try:
-            parsed = _fromisoformat(value[:-1])
-        except ValueError:
-            parsed = None
-        if parsed is not None and parsed.tzinfo is None:
+    if type(value) is str:
+        parsed = _utc_text(value)
+        if parsed is not None:  # what SDKs send
             micros = (parsed - EPOCH) // _MICROSECOND
             if _EARLIEST_US <= micros < _LATEST_US:
                 return micros
@@ -112,8 +108,6 @@ def _batch_micros(value: Any, field: str) -> int | None:
     return micros
 
 
-_SDK_LENGTHS = frozenset((20, 24, 27))
-_fromisoformat = datetime.fromisoformat
 #: batch ``sentAt`` texts already parsed; cleared when full
 _MICROS: dict[str, int] = {}
 _MICROS_MAX = 1024

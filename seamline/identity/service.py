@@ -93,18 +93,11 @@ class IdentityService:
                 keys.append((id_type, value))
         return keys
 
-    def stitch(self, con: duckdb.DuckDBPyConnection, rows: EventRows
-               ) -> tuple[EventRows, set[tuple[str, str]]]:  # fmt: skip
-        """Assign ``person_id`` to every row and write the graph's changes; returns the
-        kept rows and the suppressed keys (:meth:`prepare`, then the changes persisted)."""
-        kept, suppressed, changes = self.prepare(rows)
-        tables.persist(con, changes)
-        return kept, suppressed
-
     def prepare(self, rows: EventRows
                 ) -> tuple[EventRows, set[tuple[str, str]], Changes]:  # fmt: skip
-        """:meth:`stitch` in memory: the kept rows, the suppressed keys and the graph's
-        changes, which the caller persists in the rows' transaction.
+        """Assign ``person_id`` to every row, in memory: the kept rows, the suppressed keys
+        and the graph's changes, which the caller persists in the rows' transaction
+        (:func:`seamline.store.identity.persist`).
 
         Also replaces the rows' raw ``contact_email`` / ``contact_phone`` by the normalised
         identifiers (what the store keeps, see :mod:`seamline.store.contacts`).

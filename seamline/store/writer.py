@@ -105,7 +105,6 @@ class _Prepared:
     changes: Changes  # the identity graph's, persisted in the group's transaction
     fps: np.ndarray  # the rows' key fingerprints
     all_new: bool  # no key stored yet, as far as the index knows: a plain insert
-    careful: bool
     staged: pa.Table | None
     stored: StoredKeys = field(default_factory=lambda: StoredKeys.every_row(0))
 
@@ -417,12 +416,11 @@ class Writer:
         try:
             inflight.commit.result()
         except Exception as exc:  # noqa: BLE001 - the group's requests hear of it
-            self._rollback(exc)
+            self._rollback(exc)  # reloads the graph, and drops the look-ahead's stitch
             self._retry_alone(inflight.prepared.jobs, exc)
             return False
-        finally:
-            if inflight.reload and self._broken is None:  # a failed look-ahead stitch
-                self._rollback()
+        if inflight.reload and self._broken is None:  # a failed look-ahead stitch
+            self._rollback()
         self.profile.mark("commit")
         self._finish(inflight.prepared)
         now = time.monotonic()
@@ -519,7 +517,7 @@ class Writer:
         staged = Store.stage_events(rows) if len(rows) else None
         profile.mark("append")
         return _Prepared(jobs, rows, failed, counters, owned, unique, suppressed, changes,
-                         fps, all_new, careful, staged)  # fmt: skip
+                         fps, all_new, staged)  # fmt: skip
 
     def _write(self, prepared: _Prepared) -> bool:
         """BEGIN and everything up to COMMIT. False when the group was committed another
